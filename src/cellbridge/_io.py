@@ -1,0 +1,50 @@
+"""Atomic output: write to a temporary file beside the target, then rename over it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from cellbridge.errors import InputError
+
+__all__ = ["atomic_path", "check_writable_dir"]
+
+
+def check_writable_dir(path: str | os.PathLike[str], *, field: str) -> Path:
+    """Create ``path`` if needed and check that files can be written in it."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(field, f"cannot create directory {str(out)!r}: {err.strerror}") from err
+    if not os.access(out, os.W_OK):
+        raise InputError(field, f"directory {str(out)!r} is not writable",
+                         fix="choose another output directory")  # fmt: skip
+    return out
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path; on success it replaces ``target`` in one rename.
+
+    A crash or an exception leaves ``target`` as it was (absent, or the previous file)
+    and removes the temporary file, so no half-written output ever has the final name.
+    """
+    target = Path(target)
+    check_writable_dir(target.parent if str(target.parent) else ".", field="output")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        # mkstemp creates 0600 files; give the output the mode a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
+        os.replace(tmp_path, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()

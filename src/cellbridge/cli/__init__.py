@@ -1,0 +1,1 @@
+"""The ``cellbridge`` command line."""
