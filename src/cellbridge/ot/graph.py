@@ -109,10 +109,12 @@ class Graph:
         """Symmetric sparse adjacency with edge lengths as values."""
         e, w, n = self.edges, self.weights, self.n_nodes
         a = sp.coo_matrix(
-            (np.concatenate([w, w]), (np.concatenate([e[:, 0], e[:, 1]]),
-                                      np.concatenate([e[:, 1], e[:, 0]]))),
+            (
+                np.concatenate([w, w]),
+                (np.concatenate([e[:, 0], e[:, 1]]), np.concatenate([e[:, 1], e[:, 0]])),
+            ),
             shape=(n, n),
-        )  # fmt: skip
+        )
         return a.tocsr()
 
     def is_tree(self) -> bool:

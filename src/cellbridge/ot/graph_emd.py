@@ -21,10 +21,17 @@ log = logging.getLogger(__name__)
 
 Method = Literal["auto", "exact", "tree"]
 
-# Supplies are proportions (mass 1); below this a flow is treated as zero. The error this
-# allows is at most _TOL_FLOW * sum(weights), far under the 1e-9 agreement with POT.
+# Relative tolerances: a flow below _TOL_FLOW times a row's total mass is treated as zero,
+# a dual violation below _TOL_PRICE times the longest edge as none. Absolute ones would
+# stop the solver early when masses or lengths are small (lengths ~1e-12: off by ~30%).
+# For proportions the error this allows is at most _TOL_FLOW * sum(weights), far under
+# the 1e-9 agreement with POT.
 _TOL_FLOW = 1e-14
 _TOL_PRICE = 1e-12
+# Work is handed to threads in this many row chunks (about equal numbers of pairs), often
+# enough for a smooth progress bar. Each pair is solved from the same starting tree, so the
+# chunking never changes a value.
+_N_CHUNKS = 256
 
 
 def _check_signals(name: str, X: np.ndarray, n_nodes: int) -> np.ndarray:
@@ -43,28 +50,39 @@ def _check_signals(name: str, X: np.ndarray, n_nodes: int) -> np.ndarray:
     bad_rows = np.flatnonzero(~np.isfinite(X).all(axis=1))
     if bad_rows.size:
         raise InputError(
-            name, "contains NaN or infinite mass in rows", values=bad_rows.tolist(),
+            name,
+            "contains NaN or infinite mass in rows",
+            values=bad_rows.tolist(),
             fix="fix or remove those samples upstream; cellbridge does not impute",
-        )  # fmt: skip
+        )
     neg_rows = np.flatnonzero((X < 0).any(axis=1))
     if neg_rows.size:
         raise InputError(
-            name, "contains negative mass in rows", values=neg_rows.tolist(),
+            name,
+            "contains negative mass in rows",
+            values=neg_rows.tolist(),
             fix="signals are proportions: every entry must be >= 0",
-        )  # fmt: skip
+        )
     return X
 
 
-def _check_balanced(X: np.ndarray, Y: np.ndarray) -> None:
-    totals = np.concatenate([X.sum(axis=1), Y.sum(axis=1)])
+def _row_name(i: int, n_x: int) -> str:
+    return f"X row {i}" if i < n_x else f"Y row {i - n_x}"
+
+
+def _check_balanced(X: np.ndarray, Y: np.ndarray | None) -> None:
+    """All rows of ``X`` and ``Y`` carry the same mass; ``Y`` is None in the symmetric form."""
+    totals = X.sum(axis=1) if Y is None else np.concatenate([X.sum(axis=1), Y.sum(axis=1)])
+    if totals.size == 0:
+        return
     ref = totals[0]
-    off = np.flatnonzero(np.abs(totals - ref) > 1e-9 * max(1.0, abs(ref)))
+    off = np.flatnonzero(np.abs(totals - ref) > 1e-9 * abs(ref))
     if off.size:
         raise InputError(
             "signals",
             f"rows do not all carry the same total mass (first row: {ref:.12g}); exact W1 is "
             "balanced OT",
-            values=[f"row {i}: {totals[i]:.12g}" for i in off],
+            values=[f"{_row_name(int(i), len(X))}: {totals[i]:.12g}" for i in off],
             fix="normalise each row to sum to 1 (Compositions.signals() does this)",
         )
     if ref <= 0:
@@ -153,10 +171,14 @@ def pairwise_graph_emd(
     array([[0., 2.],
            [2., 0.]])
     """
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer):
+        raise InputError("n_jobs", f"must be an integer, got {n_jobs!r}")
+    if n_jobs < 1 and n_jobs != -1:
+        raise InputError("n_jobs", f"must be >= 1 or -1 (all cores), got {n_jobs}")
     X = _check_signals("X", X, graph.n_nodes)
     symmetric = Y is None
     Yc = X if Y is None else _check_signals("Y", Y, graph.n_nodes)
-    _check_balanced(X, Yc)
+    _check_balanced(X, None if symmetric else Yc)
     how = _resolve_method(graph, method)
     if how in ("closed", "tree"):
         tree = None if how == "tree" else np.ones(graph.n_edges, dtype=bool)
@@ -173,8 +195,6 @@ def _exact_pairs(
     X: np.ndarray, Y: np.ndarray, graph: Graph, *, symmetric: bool, n_jobs: int, progress: bool
 ) -> np.ndarray:
     n_threads = (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
-    if n_threads < 1:
-        raise InputError("n_jobs", f"must be >= 1 or -1 (all cores), got {n_jobs}")
     eu, ev = graph.edges[:, 0].copy(), graph.edges[:, 1].copy()
     # CSR adjacency listing, for every neighbour, the edge index that reaches it.
     nbr = np.concatenate([ev, eu])
@@ -183,12 +203,19 @@ def _exact_pairs(
     order = np.argsort(src, kind="stable")
     adj_ptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=graph.n_nodes))])
     adj_nbr, adj_edge = nbr[order].astype(np.int64), eid[order].astype(np.int64)
-    # The solver roots its trees at node 0; any root gives the same optimum.
+    # The starting tree (shortest-path tree from the root) and its BFS from node 0, built
+    # once; the solver roots its trees at node 0 (any root gives the same optimum).
     tree0 = graph.spanning_tree.copy()
+    n = graph.n_nodes
+    order0, parent0, pedge0, depth0 = (np.empty(n, dtype=np.int64) for _ in range(4))
+    ns.bfs_tree(0, adj_ptr, adj_nbr, adj_edge, tree0, order0, parent0, pedge0, depth0)
     out = np.zeros((X.shape[0], Y.shape[0]))
     status = np.zeros(out.shape, dtype=np.int8)
     max_pivots = 50 * graph.n_edges + 1000
-    chunks = _row_chunks(X.shape[0], symmetric, max(1, n_threads) * 16)
+    mass = float(X[0].sum()) if len(X) else 1.0  # every row carries the same mass
+    tol_flow = _TOL_FLOW * mass
+    tol_price = _TOL_PRICE * float(graph.weights.max())
+    chunks = _row_chunks(X.shape[0], symmetric, _N_CHUNKS)
 
     def work(rows: np.ndarray) -> int:
         return int(
@@ -197,19 +224,23 @@ def _exact_pairs(
                 Y,
                 rows,
                 symmetric,
-                eu,
-                ev,
                 graph.weights,
                 adj_ptr,
                 adj_nbr,
                 adj_edge,
                 tree0,
-                _TOL_FLOW,
-                _TOL_PRICE,
+                order0,
+                parent0,
+                pedge0,
+                depth0,
+                eu,
+                ev,
+                tol_flow,
+                tol_price,
                 max_pivots,
                 out,
                 status,
-            )  # fmt: skip
+            )
         )
 
     def n_pairs(rows: np.ndarray) -> int:
@@ -237,5 +268,6 @@ def _exact_pairs(
 
 def graph_emd(p: np.ndarray, q: np.ndarray, *, graph: Graph, method: Method = "auto") -> float:
     """Exact W1 between two signals on ``graph`` (see :func:`pairwise_graph_emd`)."""
-    return float(pairwise_graph_emd(np.atleast_2d(p), np.atleast_2d(q), graph=graph,
-                                    method=method)[0, 0])  # fmt: skip
+    return float(
+        pairwise_graph_emd(np.atleast_2d(p), np.atleast_2d(q), graph=graph, method=method)[0, 0]
+    )

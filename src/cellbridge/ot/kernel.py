@@ -20,7 +20,7 @@ def _check_distances(D: np.ndarray) -> np.ndarray:
     D = np.asarray(D)
     if D.ndim != 2 or D.shape[0] != D.shape[1]:
         raise InputError("D", f"must be a square distance matrix, got shape {D.shape}")
-    if not np.issubdtype(D.dtype, np.number):
+    if not np.issubdtype(D.dtype, np.number) or np.issubdtype(D.dtype, np.complexfloating):
         raise InputError("D", f"must be numeric, got dtype {D.dtype}")
     D = np.asarray(D, dtype=np.float64)
     bad = np.argwhere(~np.isfinite(D))
@@ -32,9 +32,10 @@ def _check_distances(D: np.ndarray) -> np.ndarray:
     if not np.allclose(D, D.T, rtol=1e-10, atol=1e-12):
         i, j = np.unravel_index(np.argmax(np.abs(D - D.T)), D.shape)
         raise InputError(
-            "D", f"is not symmetric (D[{i},{j}]={D[i, j]!r}, D[{j},{i}]={D[j, i]!r})",
+            "D",
+            f"is not symmetric (D[{i},{j}]={float(D[i, j])!r}, D[{j},{i}]={float(D[j, i])!r})",
             fix="pass the output of pairwise_graph_emd, which is symmetric",
-        )  # fmt: skip
+        )
     diag = np.flatnonzero(np.diag(D) != 0)
     if diag.size:
         raise InputError("D", "has a non-zero diagonal at rows", values=diag.tolist())
@@ -119,10 +120,14 @@ def diffusion_kernel(
     knn = off <= sigma[:, None]
     adjacency = knn | knn.T if symmetrize == "union" else knn & knn.T
     i, j = np.nonzero(adjacency)
-    d, s = D[i, j], sigma[i] * sigma[j]
+    d, si, sj = D[i, j], sigma[i], sigma[j]
     vals = np.zeros_like(d)
-    pos = s > 0
-    vals[pos] = np.exp(-(d[pos] ** 2) / s[pos])
+    pos = (si > 0) & (sj > 0)
+    # (d / si) * (d / sj), not d**2 / (si * sj): squares and products of tiny or huge
+    # distances would under- or overflow and make K depend on the unit of D. An overflow
+    # here is a ratio beyond 1e308, for which exp(-inf) = 0 is the right value.
+    with np.errstate(over="ignore"):
+        vals[pos] = np.exp(-(d[pos] / si[pos]) * (d[pos] / sj[pos]))
     vals[~pos & (d == 0)] = 1.0  # the sigma -> 0 limit; d > 0 stays 0
     K = sp.coo_matrix((vals, (i, j)), shape=(n, n)).tocsr()
     K = K + sp.identity(n, format="csr")
