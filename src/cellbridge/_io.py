@@ -21,8 +21,9 @@ def check_writable_dir(path: str | os.PathLike[str], *, field: str) -> Path:
     except OSError as err:
         raise InputError(field, f"cannot create directory {str(out)!r}: {err.strerror}") from err
     if not os.access(out, os.W_OK):
-        raise InputError(field, f"directory {str(out)!r} is not writable",
-                         fix="choose another output directory")  # fmt: skip
+        raise InputError(
+            field, f"directory {str(out)!r} is not writable", fix="choose another output directory"
+        )
     return out
 
 

@@ -52,14 +52,20 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")]
-    = False,
-) -> None:  # fmt: skip
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+) -> None:
     """cellbridge command line."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
 
 
 @app.command()
@@ -68,35 +74,56 @@ def similarity(
     input: Annotated[Path, typer.Argument(help="Cells as .h5ad with sample and cell-type obs.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output .h5ad (samples).")],
     sample_key: Annotated[str, typer.Option(help="obs column of sample ids.")] = "sample",
-    cell_type_key: Annotated[str, typer.Option(help="obs column of cell-type labels.")]
-    = "cell_type",
-    mapping: Annotated[Path | None, typer.Option(help="TSV/CSV with columns label, cl_id "
-                                                 "overriding the label mapping.")] = None,
-    ontology: Annotated[Path | None, typer.Option(help="Cell Ontology .obo/.json file "
-                                                  "(default: the shipped copy).")] = None,
-    ontology_version: Annotated[str | None, typer.Option(help="Version of the shipped CL, "
-                                                         "e.g. v2025-07-30.")] = None,
-    strict: Annotated[bool, typer.Option(help="Refuse unmapped labels (--no-strict drops "
-                                         "their cells and reports how many).")] = True,
+    cell_type_key: Annotated[
+        str, typer.Option(help="obs column of cell-type labels.")
+    ] = "cell_type",
+    mapping: Annotated[
+        Path | None,
+        typer.Option(help="TSV/CSV with columns label, cl_id overriding the label mapping."),
+    ] = None,
+    ontology: Annotated[
+        Path | None, typer.Option(help="Cell Ontology .obo/.json file (default: the shipped copy).")
+    ] = None,
+    ontology_version: Annotated[
+        str | None, typer.Option(help="Version of the shipped CL, e.g. v2025-07-30.")
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="Refuse unmapped labels (--no-strict drops their cells and reports how many)."
+        ),
+    ] = True,
     min_cells: Annotated[int, typer.Option(help="Refuse samples with fewer cells.")] = 1,
     k: Annotated[int, typer.Option(help="Neighbours of the diffusion kernel (A.2).")] = 100,
     method: Annotated[str, typer.Option(help="auto | exact | tree (upper bound).")] = "auto",
     n_jobs: Annotated[int, typer.Option(help="Threads for W1 (-1: all cores).")] = -1,
-) -> None:  # fmt: skip
+) -> None:
     """Compositions, exact ontology W1 and kernel similarity of every sample (POPPY §2.1)."""
-    run_similarity(input, output, sample_key=sample_key, cell_type_key=cell_type_key,
-                   mapping=mapping, ontology=ontology, ontology_version=ontology_version,
-                   strict=strict, min_cells=min_cells, k=k, method=method, n_jobs=n_jobs)  # fmt: skip
+    run_similarity(
+        input,
+        output,
+        sample_key=sample_key,
+        cell_type_key=cell_type_key,
+        mapping=mapping,
+        ontology=ontology,
+        ontology_version=ontology_version,
+        strict=strict,
+        min_cells=min_cells,
+        k=k,
+        method=method,
+        n_jobs=n_jobs,
+    )
 
 
 @app.command()
 @friendly_errors
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")]
-    = Path("cellbridge-demo"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path(
+        "cellbridge-demo"
+    ),
     seed: Annotated[int, typer.Option(help="Seed of the semi-synthetic patients.")] = 0,
     n_jobs: Annotated[int, typer.Option(help="Threads (-1: all cores).")] = -1,
-) -> None:  # fmt: skip
+) -> None:
     """Run cellbridge on its embedded data (semi-synthetic patients of real PBMCs)."""
     run_demo(out, seed=seed, n_jobs=n_jobs)
 

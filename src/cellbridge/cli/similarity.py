@@ -32,9 +32,11 @@ def read_h5ad(path: Path, *, field: str = "input") -> anndata.AnnData:
     try:
         return anndata.read_h5ad(path)
     except Exception as exc:  # h5py/anndata raise many types for corrupt files
-        raise InputError(field, f"{str(path)!r} is not a readable .h5ad file ({exc})",
-                         fix="check the file is complete (not truncated) and was written "
-                         "by anndata") from exc  # fmt: skip
+        raise InputError(
+            field,
+            f"{str(path)!r} is not a readable .h5ad file ({exc})",
+            fix="check the file is complete (not truncated) and was written by anndata",
+        ) from exc
 
 
 def read_mapping(path: Path) -> dict[str, str]:
@@ -44,8 +46,12 @@ def read_mapping(path: Path) -> dict[str, str]:
     table = pd.read_csv(path, sep=None, engine="python", dtype=str)
     missing = [c for c in ("label", "cl_id") if c not in table.columns]
     if missing:
-        raise InputError("mapping", f"{str(path)!r} lacks columns", values=missing,
-                         fix="give a header line with 'label' and 'cl_id'")  # fmt: skip
+        raise InputError(
+            "mapping",
+            f"{str(path)!r} lacks columns",
+            values=missing,
+            fix="give a header line with 'label' and 'cl_id'",
+        )
     dups = table["label"][table["label"].duplicated()].unique().tolist()
     if dups:
         raise InputError("mapping", "labels appear more than once", values=dups)
@@ -74,13 +80,19 @@ def summary_table(sim: anndata.AnnData, title: str) -> Table:
     rows = [
         ("samples", f"{sim.n_obs}"),
         ("ontology", f"{info['ontology']}"),
-        ("graph", f"{info['graph_nodes']} nodes, {len(info['graph_relations'])} edges"
-                  f"{' (tree)' if info['graph_is_tree'] else ' (with cycles: exact solver)'}"),
+        (
+            "graph",
+            f"{info['graph_nodes']} nodes, {len(info['graph_relations'])} edges"
+            f"{' (tree)' if info['graph_is_tree'] else ' (with cycles: exact solver)'}",
+        ),
         ("W1 distances", f"min {off.min():.4f}  median {np.median(off):.4f}  max {off.max():.4f}"),
-        ("kernel", f"k = {info['params']['k_used']}, {K.nnz} non-zeros "
-                   f"({K.nnz / max(1, sim.n_obs**2):.1%} dense)"),
+        (
+            "kernel",
+            f"k = {info['params']['k_used']}, {K.nnz} non-zeros "
+            f"({K.nnz / max(1, sim.n_obs**2):.1%} dense)",
+        ),
         ("time", "  ".join(f"{k} {v:.2f}s" for k, v in info["seconds"].items())),
-    ]  # fmt: skip
+    ]
     if info["dropped_cells"]:
         rows.append(("dropped cells", json.dumps(info["dropped_cells"])))
     for name, value in rows:
@@ -89,10 +101,20 @@ def summary_table(sim: anndata.AnnData, title: str) -> Table:
 
 
 def run_similarity(
-    input: Path, output: Path, *, sample_key: str, cell_type_key: str, mapping: Path | None,
-    ontology: Path | None, ontology_version: str | None, strict: bool, min_cells: int, k: int,
-    method: str, n_jobs: int,
-) -> anndata.AnnData:  # fmt: skip
+    input: Path,
+    output: Path,
+    *,
+    sample_key: str,
+    cell_type_key: str,
+    mapping: Path | None,
+    ontology: Path | None,
+    ontology_version: str | None,
+    strict: bool,
+    min_cells: int,
+    k: int,
+    method: str,
+    n_jobs: int,
+) -> anndata.AnnData:
     """Read cells, compute the similarity, write it atomically, print a summary."""
     from cellbridge.ontology import load_cell_ontology, read_ontology
     from cellbridge.poppy import sample_similarity
@@ -108,14 +130,24 @@ def run_similarity(
     table = read_mapping(mapping) if mapping is not None else None
     cells = read_h5ad(input)
     sim = sample_similarity(
-        cells, sample_key=sample_key, cell_type_key=cell_type_key, ontology=onto,
-        mapping=table, strict=strict, min_cells=min_cells, k=k,
-        method=cast(Literal["auto", "exact", "tree"], method), n_jobs=n_jobs, progress=True,
-    )  # fmt: skip
+        cells,
+        sample_key=sample_key,
+        cell_type_key=cell_type_key,
+        ontology=onto,
+        mapping=table,
+        strict=strict,
+        min_cells=min_cells,
+        k=k,
+        method=cast(Literal["auto", "exact", "tree"], method),
+        n_jobs=n_jobs,
+        progress=True,
+    )
     write_h5ad(sim, output)
     out.print(summary_table(sim, f"cellbridge similarity: {input.name}"))
-    out.print(f"wrote {output}: X = propagated compositions, obsp['emd'] = W1 distances, "
-              "obsp['similarity'] = kernel S")  # fmt: skip
+    out.print(
+        f"wrote {output}: X = propagated compositions, obsp['emd'] = W1 distances, "
+        "obsp['similarity'] = kernel S"
+    )
     return sim
 
 
@@ -127,8 +159,10 @@ def run_demo(directory: Path, *, seed: int, n_jobs: int) -> None:
 
     directory = check_writable_dir(directory, field="--out")
     start = time.perf_counter()
-    out.print("[bold]cellbridge demo[/] on SEMI-SYNTHETIC data: 60 patients in 3 cohorts "
-              "made of real PBMCs (scanpy pbmc68k_reduced, 10 CL-mapped cell types)")  # fmt: skip
+    out.print(
+        "[bold]cellbridge demo[/] on SEMI-SYNTHETIC data: 60 patients in 3 cohorts "
+        "made of real PBMCs (scanpy pbmc68k_reduced, 10 CL-mapped cell types)"
+    )
     cells, truth = pbmc_patients(seed=seed)
     sim = sample_similarity(cells, k=DEMO_K, n_jobs=n_jobs, progress=True)
     cohort = cells.obs.groupby("sample", observed=True)["cohort"].first()
@@ -148,19 +182,27 @@ def run_demo(directory: Path, *, seed: int, n_jobs: int) -> None:
         "python": platform.python_version(),
         "seed": seed,
         "data": {"cells": cells.uns["cellbridge"]["provenance"], "simulated": True},
-        "steps": ["POPPY §2.1 compositions on the Cell Ontology",
-                  "POPPY Eq. 1 exact ontology W1", "POPPY Eq. 6 kNN diffusion kernel"],
+        "steps": [
+            "POPPY §2.1 compositions on the Cell Ontology",
+            "POPPY Eq. 1 exact ontology W1",
+            "POPPY Eq. 6 kNN diffusion kernel",
+        ],
         "params": sim.uns["cellbridge"]["params"],
         "ontology": sim.uns["cellbridge"]["ontology"],
         "results": {"mean_w1_within_cohort": within, "mean_w1_across_cohorts": across},
         "seconds": {**sim.uns["cellbridge"]["seconds"], "total": time.perf_counter() - start},
         "outputs": ["similarity.h5ad", "similarity.png", "truth_compositions.csv"],
-    }  # fmt: skip
+    }
     write_json(manifest, directory / "run.json")
     out.print(summary_table(sim, "POPPY sample similarity (semi-synthetic patients)"))
-    out.print(f"mean W1 within cohorts {within:.3f} vs across cohorts {across:.3f} "
-              "(cohorts share a mean composition, so within should be smaller)")  # fmt: skip
-    out.print(f"wrote {directory}/: similarity.h5ad, similarity.png, truth_compositions.csv, "
-              "run.json")  # fmt: skip
-    out.print("[dim]This version runs POPPY's ontology similarity (§2.1, A.2). The alignment, "
-              "phenotype head and BiRD steps join the demo as they land.[/]")  # fmt: skip
+    out.print(
+        f"mean W1 within cohorts {within:.3f} vs across cohorts {across:.3f} "
+        "(cohorts share a mean composition, so within should be smaller)"
+    )
+    out.print(
+        f"wrote {directory}/: similarity.h5ad, similarity.png, truth_compositions.csv, run.json"
+    )
+    out.print(
+        "[dim]This version runs POPPY's ontology similarity (§2.1, A.2). The alignment, "
+        "phenotype head and BiRD steps join the demo as they land.[/]"
+    )

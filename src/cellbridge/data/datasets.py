@@ -77,8 +77,11 @@ def pbmc_patients(
     truth
         Ground-truth compositions actually drawn (patients x CL ids, rows sum to 1).
     """
-    for name, value in (("n_patients", n_patients), ("n_cohorts", n_cohorts),
-                        ("cells_per_patient", cells_per_patient)):  # fmt: skip
+    for name, value in (
+        ("n_patients", n_patients),
+        ("n_cohorts", n_cohorts),
+        ("cells_per_patient", cells_per_patient),
+    ):
         if value < 1:
             raise InputError(name, f"must be at least 1, got {value}")
     if n_cohorts > n_patients:
@@ -99,12 +102,17 @@ def pbmc_patients(
         drawn = rng.choice(len(types), size=cells_per_patient, p=pi)
         counts = np.bincount(drawn, minlength=len(types))
         truth[s] = counts / cells_per_patient
-        idx = np.concatenate([rng.choice(by_type[types[k]], size=n) for k, n in
-                              enumerate(counts) if n])  # fmt: skip
+        idx = np.concatenate(
+            [rng.choice(by_type[types[k]], size=n) for k, n in enumerate(counts) if n]
+        )
         picks.append(idx)
         name = f"P{s:03d}"
-        obs.append(pd.DataFrame({"sample": name, "cohort": f"cohort{c}"},
-                                index=[f"{name}-c{i:04d}" for i in range(len(idx))]))  # fmt: skip
+        obs.append(
+            pd.DataFrame(
+                {"sample": name, "cohort": f"cohort{c}"},
+                index=[f"{name}-c{i:04d}" for i in range(len(idx))],
+            )
+        )
     rows = np.concatenate(picks)
     cells = AnnData(
         X=atlas.X[rows],
@@ -117,7 +125,8 @@ def pbmc_patients(
     for key in ("sample", "cohort", "cell_type", "bulk_labels"):
         cells.obs[key] = cells.obs[key].astype("category")
     cells.uns["cellbridge"] = {"provenance": SEMI_SYNTHETIC, "seed": seed}
-    truth_df = pd.DataFrame(truth, index=[f"P{s:03d}" for s in range(n_patients)],
-                            columns=list(types))  # fmt: skip
+    truth_df = pd.DataFrame(
+        truth, index=[f"P{s:03d}" for s in range(n_patients)], columns=list(types)
+    )
     truth_df.index.name = "sample"
     return cells, truth_df

@@ -7,17 +7,18 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are written to files, never shown
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
-from cellbridge.errors import InputError  # noqa: E402
+from cellbridge.errors import InputError
 
 __all__ = ["plot_similarity"]
 
 
-def plot_similarity(sim: anndata.AnnData, *, group_key: str | None = None,
-                    title: str | None = None) -> Figure:  # fmt: skip
+def plot_similarity(
+    sim: anndata.AnnData, *, group_key: str | None = None, title: str | None = None
+) -> Figure:
     """Side-by-side heatmaps of ``obsp["emd"]`` and ``obsp["similarity"]``.
 
     Parameters
@@ -31,21 +32,25 @@ def plot_similarity(sim: anndata.AnnData, *, group_key: str | None = None,
     """
     for key in ("emd", "similarity"):
         if key not in sim.obsp:
-            raise InputError(f"obsp['{key}']", "missing",
-                             fix="pass the output of sample_similarity")  # fmt: skip
+            raise InputError(
+                f"obsp['{key}']", "missing", fix="pass the output of sample_similarity"
+            )
     order = np.arange(sim.n_obs)
     groups = None
     if group_key is not None:
         if group_key not in sim.obs:
-            raise InputError("group_key", f"{group_key!r} is not an obs column",
-                             values=list(sim.obs.columns))  # fmt: skip
+            raise InputError(
+                "group_key", f"{group_key!r} is not an obs column", values=list(sim.obs.columns)
+            )
         groups = sim.obs[group_key].astype(str).to_numpy()
         order = np.argsort(groups, kind="stable")
     D = np.asarray(sim.obsp["emd"])[np.ix_(order, order)]
     K = sim.obsp["similarity"].toarray()[np.ix_(order, order)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), layout="constrained")
-    panels = ((D, "ontology W1 distance (Eq. 1)", "viridis"),
-              (K, "kernel similarity S (Eq. 6)", "magma"))  # fmt: skip
+    panels = (
+        (D, "ontology W1 distance (Eq. 1)", "viridis"),
+        (K, "kernel similarity S (Eq. 6)", "magma"),
+    )
     for ax, (M, name, cmap) in zip(axes, panels, strict=True):
         im = ax.imshow(M, cmap=cmap, interpolation="nearest")
         ax.set_title(name)

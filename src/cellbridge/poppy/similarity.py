@@ -80,20 +80,28 @@ def sample_similarity(
     ontology = load_cell_ontology() if ontology is None and graph is None else ontology
     t0 = time.perf_counter()
     comp = compositions(
-        adata, sample_key=sample_key, cell_type_key=cell_type_key, ontology=ontology,
-        graph=graph, mapping=mapping, programs=programs, strict=strict, min_cells=min_cells,
-    )  # fmt: skip
+        adata,
+        sample_key=sample_key,
+        cell_type_key=cell_type_key,
+        ontology=ontology,
+        graph=graph,
+        mapping=mapping,
+        programs=programs,
+        strict=strict,
+        min_cells=min_cells,
+    )
     signals = comp.signals()
     t1 = time.perf_counter()
     metric = ontology_graph_metric(comp.graph)
-    D = pairwise_graph_emd(signals, graph=metric, method=method, n_jobs=n_jobs,
-                           progress=progress)  # fmt: skip
+    D = pairwise_graph_emd(signals, graph=metric, method=method, n_jobs=n_jobs, progress=progress)
     t2 = time.perf_counter()
     K = diffusion_kernel(D, k=k, symmetrize=symmetrize)
     t3 = time.perf_counter()
     var = pd.DataFrame({"label": list(comp.graph.labels)}, index=list(comp.graph.nodes))
-    obs = pd.DataFrame({"n_cells": comp.counts.reindex(comp.proportions.index).to_numpy()},
-                       index=comp.proportions.index.astype(str))  # fmt: skip
+    obs = pd.DataFrame(
+        {"n_cells": comp.counts.reindex(comp.proportions.index).to_numpy()},
+        index=comp.proportions.index.astype(str),
+    )
     out = anndata.AnnData(
         X=comp.proportions.to_numpy(dtype=np.float64),
         obs=obs,
@@ -117,7 +125,7 @@ def sample_similarity(
             "k_used": min(k, max(1, out.n_obs - 1)),
             "symmetrize": symmetrize,
             "method": method,
-        },  # fmt: skip
+        },
         "dropped_cells": {str(a): int(b) for a, b in comp.dropped.items()},
         "seconds": {"compositions": t1 - t0, "emd": t2 - t1, "kernel": t3 - t2},
     }
