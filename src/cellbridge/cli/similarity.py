@@ -14,6 +14,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from cellbridge._checks import require_unique
 from cellbridge._io import atomic_path, check_writable_dir
 from cellbridge._version import __version__
 from cellbridge.errors import InputError
@@ -52,9 +53,7 @@ def read_mapping(path: Path) -> dict[str, str]:
             values=missing,
             fix="give a header line with 'label' and 'cl_id'",
         )
-    dups = table["label"][table["label"].duplicated()].unique().tolist()
-    if dups:
-        raise InputError("mapping", "labels appear more than once", values=dups)
+    require_unique(table["label"], "mapping", what="labels")
     return dict(zip(table["label"], table["cl_id"], strict=True))
 
 

@@ -14,6 +14,7 @@ import anndata
 import numpy as np
 import pandas as pd
 
+from cellbridge._checks import require_unique, require_unique_axes
 from cellbridge.errors import InputError
 from cellbridge.ontology.core import Ontology
 from cellbridge.ontology.graph import OntologyGraph, prune
@@ -36,14 +37,12 @@ def _check_obs(adata: anndata.AnnData, sample_key: str, cell_type_key: str) -> N
             values=missing,
             fix=f"pass sample_key/cell_type_key among {list(adata.obs.columns)}",
         )
-    if not adata.obs_names.is_unique:
-        dups = adata.obs_names[adata.obs_names.duplicated()].unique().tolist()
-        raise InputError(
-            "adata.obs_names",
-            "duplicate cell names",
-            values=dups,
-            fix="call adata.obs_names_make_unique()",
-        )
+    require_unique(
+        adata.obs_names,
+        "adata.obs_names",
+        what="cell names",
+        fix="call adata.obs_names_make_unique()",
+    )
     samples = adata.obs[sample_key]
     if samples.isna().any():
         raise InputError(
@@ -64,14 +63,7 @@ def _check_obs(adata: anndata.AnnData, sample_key: str, cell_type_key: str) -> N
 
 
 def _membership(programs: pd.DataFrame, obs_names: pd.Index) -> np.ndarray:
-    for axis, names in (("index", programs.index), ("columns", programs.columns)):
-        if not names.is_unique:
-            raise InputError(
-                f"programs.{axis}",
-                "duplicate names",
-                values=names[names.duplicated()].unique().tolist(),
-                fix="make them unique",
-            )
+    require_unique_axes(programs, "programs")
     not_bool = [c for c in programs.columns if not pd.api.types.is_bool_dtype(programs[c])]
     if not_bool:
         raise InputError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from cellbridge._checks import require_unique_axes
 from cellbridge.errors import InputError
 
 __all__ = ["PROGRAM_SEPARATOR", "assign_programs", "is_program_node", "program_node_id"]
@@ -84,17 +85,7 @@ def assign_programs(loadings: pd.DataFrame, *, quantile: float = 0.75) -> pd.Dat
             values=[shape],
             fix="pass a DataFrame with one row per cell and one column per program",
         )
-    for axis, names in (
-        ("index (cells)", loadings.index),
-        ("columns (programs)", loadings.columns),
-    ):
-        if not names.is_unique:
-            raise InputError(
-                f"loadings.{axis.split()[0]}",
-                f"duplicate names in the {axis}",
-                values=names[names.duplicated()].unique().tolist(),
-                fix="make the names unique",
-            )
+    require_unique_axes(loadings, "loadings")
     not_numeric = [c for c in loadings.columns if not pd.api.types.is_numeric_dtype(loadings[c])]
     if not_numeric:
         raise InputError(

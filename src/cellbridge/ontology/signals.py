@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cellbridge._checks import require_unique_axes
 from cellbridge.errors import InputError
 from cellbridge.ontology.graph import OntologyGraph
 from cellbridge.ontology.programs import is_program_node
@@ -122,14 +123,7 @@ def compositions_from_proportions(props: pd.DataFrame, graph: OntologyGraph) -> 
         Duplicate names, unknown or program-node columns, non-numeric columns, or rows
         that are negative, non-finite or do not sum to 1 (rows named).
     """
-    for axis, names in (("index", props.index), ("columns", props.columns)):
-        if not names.is_unique:
-            raise InputError(
-                f"props.{axis}",
-                "duplicate names",
-                values=names[names.duplicated()].unique().tolist(),
-                fix="make them unique",
-            )
+    require_unique_axes(props, "props")
     unknown = [c for c in props.columns if str(c) not in graph or is_program_node(str(c))]
     if unknown:
         raise InputError(
