@@ -109,6 +109,13 @@ def _tree_embedding(X: np.ndarray, graph: Graph, tree: np.ndarray | None) -> np.
     return np.asarray((T @ X.T).T * lengths)
 
 
+def _usable_cores() -> int:
+    """Cores this process may run on (respects CPU affinity, e.g. in containers)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1  # pragma: no cover - platforms without affinity
+
+
 def _row_chunks(n_rows: int, symmetric: bool, n_chunks: int) -> list[np.ndarray]:
     """Split rows into chunks of about equal numbers of pairs (rows shrink if symmetric)."""
     cost = (n_rows - np.arange(n_rows)) if symmetric else np.ones(n_rows)
@@ -194,7 +201,7 @@ def pairwise_graph_emd(
 def _exact_pairs(
     X: np.ndarray, Y: np.ndarray, graph: Graph, *, symmetric: bool, n_jobs: int, progress: bool
 ) -> np.ndarray:
-    n_threads = (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
+    n_threads = _usable_cores() if n_jobs == -1 else n_jobs
     eu, ev = graph.edges[:, 0].copy(), graph.edges[:, 1].copy()
     # CSR adjacency listing, for every neighbour, the edge index that reaches it.
     nbr = np.concatenate([ev, eu])
