@@ -46,8 +46,13 @@ def main(path: str) -> None:
             raise SystemExit(f"class {code} has only {len(members)} single-ATC drugs")
         rows.append(members)
     out = pd.concat(rows)[["name", "id", "smiles", "atc", "atc_name_3", "atc_name_4"]]
-    out = out.rename(columns={"id": "drugbank_id", "atc_name_3": "atc_level3_name",
-                              "atc_name_4": "atc_level4_name"})  # fmt: skip
+    out = out.rename(
+        columns={
+            "id": "drugbank_id",
+            "atc_name_3": "atc_level3_name",
+            "atc_name_4": "atc_level4_name",
+        }
+    )
     out.to_csv(OUT, index=False)
     print(f"wrote {len(out)} drugs in {len(CLASSES)} ATC classes to {OUT}")
 

@@ -18,9 +18,9 @@ def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is installed by the [test] extra")
 def test_ruff_lint_and_format() -> None:
-    lint = _run("ruff", "check", "src", "tests", "benchmarks")
+    lint = _run("ruff", "check", "src", "tests", "benchmarks", "scripts")
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    fmt = _run("ruff", "format", "--check", "src", "tests", "benchmarks")
+    fmt = _run("ruff", "format", "--check", "src", "tests", "benchmarks", "scripts")
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 

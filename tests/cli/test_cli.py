@@ -21,7 +21,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def cells_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cells, _ = pbmc_patients(n_patients=12, n_cohorts=2, cells_per_patient=30, seed=4)
+    cells = pbmc_patients(n_patients=12, n_cohorts=2, cells_per_patient=30, seed=4).cells
     cells.obs["label"] = cells.obs["bulk_labels"].astype(str)  # free text, needs the table
     path = tmp_path_factory.mktemp("in") / "cells.h5ad"
     cells.write_h5ad(path)

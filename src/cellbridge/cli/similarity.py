@@ -162,7 +162,8 @@ def run_demo(directory: Path, *, seed: int, n_jobs: int) -> None:
         "[bold]cellbridge demo[/] on SEMI-SYNTHETIC data: 60 patients in 3 cohorts "
         "made of real PBMCs (scanpy pbmc68k_reduced, 10 CL-mapped cell types)"
     )
-    cells, truth = pbmc_patients(seed=seed)
+    data = pbmc_patients(seed=seed)
+    cells, truth = data.cells, data.compositions
     sim = sample_similarity(cells, k=DEMO_K, n_jobs=n_jobs, progress=True)
     cohort = cells.obs.groupby("sample", observed=True)["cohort"].first()
     sim.obs["cohort"] = cohort.reindex(sim.obs_names).astype(str).to_numpy()
