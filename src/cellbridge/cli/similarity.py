@@ -17,6 +17,7 @@ from rich.table import Table
 from cellbridge._checks import require_unique
 from cellbridge._io import atomic_path, check_writable_dir
 from cellbridge._version import __version__
+from cellbridge.data.readers import read_h5ad
 from cellbridge.errors import InputError
 
 out = Console()
@@ -24,20 +25,6 @@ out = Console()
 # The demo has 60 samples; the paper's k = 100 would join every pair. 15 keeps the kernel
 # local, as A.2 intends.
 DEMO_K = 15
-
-
-def read_h5ad(path: Path, *, field: str = "input") -> anndata.AnnData:
-    """Read an .h5ad file, turning a missing or unreadable file into an InputError."""
-    if not path.is_file():
-        raise InputError(field, f"no such file: {str(path)!r}")
-    try:
-        return anndata.read_h5ad(path)
-    except Exception as exc:  # h5py/anndata raise many types for corrupt files
-        raise InputError(
-            field,
-            f"{str(path)!r} is not a readable .h5ad file ({exc})",
-            fix="check the file is complete (not truncated) and was written by anndata",
-        ) from exc
 
 
 def read_mapping(path: Path) -> dict[str, str]:
