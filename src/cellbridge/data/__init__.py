@@ -20,8 +20,12 @@ from cellbridge.data.splits import (
     leave_one_group_out,
     split_by_group,
 )
+from cellbridge.data.store import CellStore
+from cellbridge.data.store_writer import CellStoreWriter
 
 __all__ = [
+    "CellStore",
+    "CellStoreWriter",
     "PbmcPatients",
     "PerturbationTruth",
     "assert_disjoint",
