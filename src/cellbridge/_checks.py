@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
 
 from cellbridge.errors import InputError
 
-__all__ = ["require_unique", "require_unique_axes"]
+__all__ = ["obs_labels", "require_finite", "require_unique", "require_unique_axes"]
 
 
 def require_unique(
@@ -26,3 +29,49 @@ def require_unique_axes(frame: pd.DataFrame, field: str) -> None:
     """Refuse a DataFrame whose row or column names repeat."""
     require_unique(frame.index, f"{field}.index")
     require_unique(frame.columns, f"{field}.columns")
+
+
+def obs_labels(adata: AnnData, key: str, *, field: str) -> pd.Series:
+    """The ``obs`` column ``key``; refuses a missing column or cells without a value."""
+    if key not in adata.obs.columns:
+        raise InputError(
+            field, "not an obs column", values=[key], fix=f"use one of {list(adata.obs.columns)}"
+        )
+    column = adata.obs[key]
+    missing = column.isna().to_numpy()
+    if missing.any():
+        raise InputError(
+            f"adata.obs[{key!r}]",
+            f"{int(missing.sum())} cells without a value, e.g.",
+            values=adata.obs_names[missing].tolist(),
+            fix="label or remove those cells",
+        )
+    return column
+
+
+def require_finite(
+    X: sp.spmatrix | np.ndarray, field: str, *, non_negative: bool = False, negative_fix: str = ""
+) -> np.ndarray:
+    """Refuse non-numeric, NaN/inf (and, if asked, negative) expression; return the values.
+
+    For a sparse matrix only the stored values are checked (the implicit zeros are fine).
+    """
+    values: np.ndarray = np.asarray(X.data if sp.issparse(X) else X).ravel()
+    if not np.issubdtype(values.dtype, np.number):
+        raise InputError(field, f"expression must be numeric, got dtype {values.dtype}")
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise InputError(
+            field,
+            f"{int(bad.sum())} NaN or infinite values",
+            fix="fix the matrix upstream; cellbridge does not impute",
+        )
+    negative = values < 0
+    if non_negative and negative.any():
+        raise InputError(
+            field,
+            f"{int(negative.sum())} negative values, e.g.",
+            values=np.unique(values[negative])[:5].tolist(),
+            fix=negative_fix or "pass raw counts",
+        )
+    return values

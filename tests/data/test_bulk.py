@@ -107,7 +107,7 @@ def _edited(kind: str) -> AnnData:
         ("negative", "negative"),
         ("nan", "NaN"),
         ("empty category", "ghost"),
-        ("no sample", "without a sample id"),
+        ("no sample", "cells without a value"),
         ("duplicate cells", "same"),
     ],
 )

@@ -20,7 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from cellbridge._checks import require_unique
+from cellbridge._checks import obs_labels, require_finite, require_unique
 from cellbridge.errors import InputError
 
 __all__ = [
@@ -63,26 +63,14 @@ def check_counts(
     values are not integers and all stay below 50 (log1p of normalised data does).
     Other non-integer values (TPM, normalised counts) pass only with ``allow_non_integer``.
     """
-    values: np.ndarray = np.asarray(X.data if sp.issparse(X) else X).ravel()
-    if not np.issubdtype(values.dtype, np.number):
-        raise InputError(field, f"expression must be numeric, got dtype {values.dtype}")
+    values = require_finite(
+        X,
+        field,
+        non_negative=True,
+        negative_fix="pass raw counts (z-scored or centred data cannot be summed)",
+    )
     if values.size == 0:
         return
-    bad = ~np.isfinite(values)
-    if bad.any():
-        raise InputError(
-            field,
-            f"{int(bad.sum())} NaN or infinite values",
-            fix="fix the matrix upstream; cellbridge does not impute",
-        )
-    neg = values < 0
-    if neg.any():
-        raise InputError(
-            field,
-            f"{int(neg.sum())} negative values, e.g.",
-            values=np.unique(values[neg])[:5].tolist(),
-            fix="pass raw counts (z-scored or centred data cannot be summed)",
-        )
     integer = bool(np.all(values == np.round(values)))
     if log1p_marked or (not integer and float(values.max()) <= _LOG_MAX):
         raise InputError(
@@ -155,23 +143,13 @@ def pseudobulk(
         column of ``adata`` that is constant within each sample (e.g. ``cohort``);
         ``uns["cellbridge"]`` records the normalisation and provenance.
     """
-    if sample_key not in adata.obs:
-        raise InputError(
-            "sample_key", f"{sample_key!r} is not an obs column", values=list(adata.obs.columns)
-        )
+    samples = obs_labels(adata, sample_key, field="sample_key")
     require_unique(
         adata.obs_names,
         "adata.obs_names",
         what="cell names",
         fix="call adata.obs_names_make_unique()",
     )
-    samples = adata.obs[sample_key]
-    if samples.isna().any():
-        raise InputError(
-            f"adata.obs[{sample_key!r}]",
-            f"{int(samples.isna().sum())} cells without a sample id",
-            fix="assign or remove those cells",
-        )
     X = _matrix(adata, layer)
     check_counts(
         X,

@@ -14,7 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from cellbridge._checks import require_unique
+from cellbridge._checks import obs_labels, require_finite, require_unique
 from cellbridge._progress import progress_bar
 from cellbridge.errors import InputError
 
@@ -40,42 +40,6 @@ def _matrix(adata: AnnData, layer: str | None, field: str) -> sp.csr_matrix | np
     if sp.issparse(X):
         return sp.csr_matrix(X)
     return np.asarray(X)
-
-
-def _finite(X: sp.csr_matrix | np.ndarray, field: str, *, non_negative: bool) -> None:
-    values = np.asarray(X.data if sp.issparse(X) else X).ravel()
-    if not np.issubdtype(values.dtype, np.number):
-        raise InputError(field, f"expression must be numeric, got dtype {values.dtype}")
-    bad = ~np.isfinite(values)
-    if bad.any():
-        raise InputError(
-            field,
-            f"{int(bad.sum())} NaN or infinite values",
-            fix="fix the matrix upstream; cellbridge does not impute",
-        )
-    if non_negative and (values < 0).any():
-        raise InputError(
-            field,
-            "negative values cannot be total counts, e.g.",
-            values=np.unique(values[values < 0])[:5].tolist(),
-            fix="pass raw counts as counts_layer (or layer)",
-        )
-
-
-def _labels(adata: AnnData, key: str, field: str) -> np.ndarray:
-    if key not in adata.obs.columns:
-        raise InputError(
-            field, "not an obs column", values=[key], fix=f"use one of {list(adata.obs.columns)}"
-        )
-    column = adata.obs[key]
-    if column.isna().any():
-        raise InputError(
-            f"adata.obs[{key!r}]",
-            f"{int(column.isna().sum())} cells without a value, e.g.",
-            values=adata.obs_names[column.isna().to_numpy()].tolist(),
-            fix="label or remove those cells",
-        )
-    return column.astype(str).to_numpy()
 
 
 def pseudobulk_replicates(
@@ -159,15 +123,20 @@ def pseudobulk_replicates(
         what="cell names",
         fix="call adata.obs_names_make_unique()",
     )
-    drugs = _labels(adata, drug_key, "drug_key")
-    lines = _labels(adata, cell_line_key, "cell_line_key")
+    drugs = obs_labels(adata, drug_key, field="drug_key").astype(str).to_numpy()
+    lines = obs_labels(adata, cell_line_key, field="cell_line_key").astype(str).to_numpy()
     X = _matrix(adata, layer, "layer")
-    _finite(X, "layer" if layer else "X", non_negative=False)
+    require_finite(X, "layer" if layer else "X")
 
     keep = np.ones(adata.n_obs, dtype=bool)
     if min_counts is not None:
         counts = X if counts_layer is None else _matrix(adata, counts_layer, "counts_layer")
-        _finite(counts, counts_layer or layer or "X", non_negative=True)
+        require_finite(
+            counts,
+            counts_layer or layer or "X",
+            non_negative=True,
+            negative_fix="pass raw counts as counts_layer (or layer)",
+        )
         keep = np.asarray(counts.sum(axis=1)).ravel() >= min_counts
 
     codes, uniques = pd.factorize(pd.MultiIndex.from_arrays([drugs, lines]), sort=True)

@@ -14,7 +14,7 @@ import anndata
 import numpy as np
 import pandas as pd
 
-from cellbridge._checks import require_unique, require_unique_axes
+from cellbridge._checks import obs_labels, require_unique, require_unique_axes
 from cellbridge.errors import InputError
 from cellbridge.ontology.core import Ontology
 from cellbridge.ontology.graph import OntologyGraph, prune
@@ -43,14 +43,7 @@ def _check_obs(adata: anndata.AnnData, sample_key: str, cell_type_key: str) -> N
         what="cell names",
         fix="call adata.obs_names_make_unique()",
     )
-    samples = adata.obs[sample_key]
-    if samples.isna().any():
-        raise InputError(
-            f"adata.obs[{sample_key!r}]",
-            f"{int(samples.isna().sum())} cells have no sample, e.g.",
-            values=adata.obs_names[samples.isna().to_numpy()].tolist(),
-            fix="assign every cell to a sample or remove those cells",
-        )
+    samples = obs_labels(adata, sample_key, field="sample_key")
     labels = adata.obs[cell_type_key]
     if labels.isna().any():
         where = samples[labels.isna().to_numpy()].astype(str).value_counts()
