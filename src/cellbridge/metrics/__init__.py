@@ -1,0 +1,23 @@
+"""Metrics: pure array functions returning numbers or tidy DataFrames; one AnnData adapter."""
+
+from cellbridge.metrics.adapter import embedding_metrics
+from cellbridge.metrics.comparison import improvement
+from cellbridge.metrics.correlation import distance_correlation
+from cellbridge.metrics.integration import (
+    batch_silhouette,
+    batch_silhouette_per_label,
+    silhouette_label,
+    silhouette_samples,
+)
+from cellbridge.metrics.retrieval import recall_at_k
+
+__all__ = [
+    "batch_silhouette",
+    "batch_silhouette_per_label",
+    "distance_correlation",
+    "embedding_metrics",
+    "improvement",
+    "recall_at_k",
+    "silhouette_label",
+    "silhouette_samples",
+]
