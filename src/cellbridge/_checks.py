@@ -11,7 +11,16 @@ from anndata import AnnData
 
 from cellbridge.errors import InputError
 
-__all__ = ["obs_labels", "require_finite", "require_unique", "require_unique_axes"]
+__all__ = [
+    "LOG_MAX",
+    "expression_matrix",
+    "is_integer",
+    "looks_log_transformed",
+    "obs_labels",
+    "require_finite",
+    "require_unique",
+    "require_unique_axes",
+]
 
 
 def require_unique(
@@ -75,3 +84,38 @@ def require_finite(
             fix=negative_fix or "pass raw counts",
         )
     return values
+
+
+# log1p of normalised expression stays well under this (~15 in practice); non-integer data
+# whose maximum is below it is taken as already log-transformed.
+LOG_MAX = 50.0
+
+
+def expression_matrix(
+    adata: AnnData, layer: str | None, *, field: str = "layer"
+) -> sp.spmatrix | np.ndarray:
+    """``adata.X``, or ``adata.layers[layer]``; a missing layer or an empty X is refused."""
+    if layer is None:
+        if adata.X is None:
+            raise InputError(field, "adata.X is empty", fix="pass layer=... or set adata.X")
+        return adata.X
+    if layer not in adata.layers:
+        raise InputError(
+            field,
+            "not in adata.layers",
+            values=[layer],
+            fix=f"use one of {list(adata.layers.keys())} or layer=None for adata.X",
+        )
+    return adata.layers[layer]
+
+
+def is_integer(values: np.ndarray) -> bool:
+    """Whether every value is a whole number (raw counts are)."""
+    return bool(np.all(values == np.round(values)))
+
+
+def looks_log_transformed(values: np.ndarray, *, log1p_marked: bool) -> bool:
+    """scanpy's ``uns["log1p"]`` mark, or non-integer values that all stay below LOG_MAX."""
+    if log1p_marked:
+        return True
+    return values.size > 0 and not is_integer(values) and float(values.max()) <= LOG_MAX

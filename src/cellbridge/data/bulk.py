@@ -20,7 +20,14 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from cellbridge._checks import obs_labels, require_finite, require_unique
+from cellbridge._checks import (
+    expression_matrix,
+    is_integer,
+    looks_log_transformed,
+    obs_labels,
+    require_finite,
+    require_unique,
+)
 from cellbridge.errors import InputError
 
 __all__ = [
@@ -35,19 +42,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Normalize = Literal["none", "cpm", "log1p_cpm"]
-# log1p of normalised expression rarely exceeds ~15; counts that are all integers are not
-# log-transformed. Non-integer data whose maximum stays under this is taken as logged.
-_LOG_MAX = 50.0
-
-
-def _matrix(adata: AnnData, layer: str | None) -> sp.csr_matrix | np.ndarray:
-    if layer is None:
-        return adata.X
-    if layer not in adata.layers:
-        raise InputError(
-            "layer", f"{layer!r} is not in adata.layers", values=list(adata.layers.keys())
-        )
-    return adata.layers[layer]
 
 
 def check_counts(
@@ -71,8 +65,8 @@ def check_counts(
     )
     if values.size == 0:
         return
-    integer = bool(np.all(values == np.round(values)))
-    if log1p_marked or (not integer and float(values.max()) <= _LOG_MAX):
+    integer = is_integer(values)
+    if looks_log_transformed(values, log1p_marked=log1p_marked):
         raise InputError(
             field,
             "looks log-transformed"
@@ -150,7 +144,7 @@ def pseudobulk(
         what="cell names",
         fix="call adata.obs_names_make_unique()",
     )
-    X = _matrix(adata, layer)
+    X = expression_matrix(adata, layer)
     check_counts(
         X,
         field="layers[" + repr(layer) + "]" if layer else "X",

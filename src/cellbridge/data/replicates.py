@@ -14,7 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from cellbridge._checks import obs_labels, require_finite, require_unique
+from cellbridge._checks import expression_matrix, obs_labels, require_finite, require_unique
 from cellbridge._progress import progress_bar
 from cellbridge.errors import InputError
 
@@ -24,22 +24,8 @@ log = logging.getLogger(__name__)
 
 
 def _matrix(adata: AnnData, layer: str | None, field: str) -> sp.csr_matrix | np.ndarray:
-    if layer is None:
-        if adata.X is None:
-            raise InputError(field, "adata.X is empty", fix="pass layer=... or set adata.X")
-        X = adata.X
-    elif layer not in adata.layers:
-        raise InputError(
-            field,
-            "not in adata.layers",
-            values=[layer],
-            fix=f"use one of {list(adata.layers.keys())}",
-        )
-    else:
-        X = adata.layers[layer]
-    if sp.issparse(X):
-        return sp.csr_matrix(X)
-    return np.asarray(X)
+    X = expression_matrix(adata, layer, field=field)
+    return sp.csr_matrix(X) if sp.issparse(X) else np.asarray(X)
 
 
 def pseudobulk_replicates(

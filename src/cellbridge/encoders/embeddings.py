@@ -15,31 +15,15 @@ import scipy.sparse as sp
 from anndata import AnnData
 from sklearn.decomposition import PCA
 
-from cellbridge._checks import require_finite
+from cellbridge._checks import expression_matrix, is_integer, looks_log_transformed, require_finite
 from cellbridge.errors import InputError
 
 __all__ = ["bulk_embeddings", "cell_embeddings", "log_normalised"]
 
 log = logging.getLogger(__name__)
 
-# Same rule as cellbridge.data.bulk.check_counts: log1p of normalised expression stays well
-# under this, so non-integer data whose maximum is below it is taken as already logged.
-_LOG_MAX = 50.0
 # scanpy's customary normalise_total target for single-cell counts.
 _TARGET_SUM = 1e4
-
-
-def _matrix(adata: AnnData, layer: str | None) -> sp.spmatrix | np.ndarray:
-    if layer is None:
-        return adata.X
-    if layer not in adata.layers:
-        raise InputError(
-            "layer",
-            "not in adata.layers",
-            values=[layer],
-            fix=f"use one of {list(adata.layers.keys())} or layer=None for adata.X",
-        )
-    return adata.layers[layer]
 
 
 def log_normalised(adata: AnnData, *, layer: str | None = None) -> sp.csr_matrix | np.ndarray:
@@ -64,19 +48,16 @@ def log_normalised(adata: AnnData, *, layer: str | None = None) -> sp.csr_matrix
     CSR matrix when the input is sparse, else a dense float array.
     """
     field = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
-    X = _matrix(adata, layer)
+    X = expression_matrix(adata, layer)
     values = require_finite(
         X,
         field,
         non_negative=True,
         negative_fix="pass counts or log-normalised expression, not scaled/centred data",
     )
-    if "log1p" in adata.uns:
+    if looks_log_transformed(values, log1p_marked="log1p" in adata.uns):
         return X
-    integer = values.size == 0 or bool(np.all(values == np.round(values)))
-    if not integer:
-        if float(values.max()) <= _LOG_MAX:
-            return X
+    if not is_integer(values):
         raise InputError(
             field,
             f"non-integer values up to {float(values.max()):.3g} are neither counts nor "
