@@ -2,6 +2,7 @@
 
 from cellbridge.data.bulk import (
     cancer_normal_tumours,
+    log1p_cpm,
     matched_bulk,
     mix_profiles,
     pseudobulk,
@@ -34,6 +35,7 @@ __all__ = [
     "drug_table",
     "iter_tahoe_plates",
     "leave_one_group_out",
+    "log1p_cpm",
     "matched_bulk",
     "mix_profiles",
     "pbmc68k",

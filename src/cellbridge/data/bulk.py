@@ -33,6 +33,7 @@ from cellbridge.errors import InputError
 __all__ = [
     "cancer_normal_tumours",
     "check_counts",
+    "log1p_cpm",
     "matched_bulk",
     "mix_profiles",
     "pseudobulk",
@@ -84,6 +85,23 @@ def check_counts(
             "values are not integer counts",
             fix="pass raw counts, or allow_non_integer=True to sum normalised values knowingly",
         )
+
+
+def log1p_cpm(adata: AnnData) -> AnnData:
+    """A copy of bulk-like ``adata`` with ``X = log1p(counts per million)``.
+
+    The scale POPPY's gene tokens expect (:class:`cellbridge.encoders.ScaledGeneEmbeddings`).
+    ``X`` must hold non-negative finite counts-scale values (e.g. the output of
+    :func:`mix_profiles`); ``uns["cellbridge"]["normalize"]`` records the step.
+    """
+    check_counts(
+        adata.X, field="adata.X", allow_non_integer=True, log1p_marked="log1p" in adata.uns
+    )
+    dense = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X, dtype=float)
+    out = adata.copy()
+    out.X = _normalize(dense.astype(np.float64), "log1p_cpm")
+    out.uns["cellbridge"] = {**dict(adata.uns.get("cellbridge", {})), "normalize": "log1p_cpm"}
+    return out
 
 
 def _normalize(totals: np.ndarray, how: Normalize) -> np.ndarray:

@@ -8,7 +8,39 @@ from torch import nn
 from cellbridge.nn.heads import ProjectionHead
 from cellbridge.nn.pooling import AttentionPool
 
-__all__ = ["BulkTokenEncoder", "CellSetEncoder"]
+__all__ = ["BulkTokenEncoder", "CellSetEncoder", "Standardize"]
+
+
+class Standardize(nn.Module):
+    """A fixed (non-trainable) affine map ``(h - shift) / scale`` per feature.
+
+    Placed between the attention pooling and the projection head. It starts as the
+    identity; :meth:`fit` sets it from pooled training inputs so that every feature has
+    mean 0 and standard deviation 1 across samples. Pooled frozen embeddings share a large
+    common component (every bulk profile is mostly the same genes), which otherwise maps
+    all samples to nearly one direction after l2-normalisation and stalls the contrastive
+    loss for many epochs. The buffers are saved with the model; they take no gradient.
+    """
+
+    shift: torch.Tensor
+    scale: torch.Tensor
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("shift", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, pooled: torch.Tensor) -> Standardize:
+        """Set shift/scale to the mean/std of ``(samples, dim)`` ``pooled`` (std 0 -> 1)."""
+        std = pooled.std(dim=0, unbiased=False)
+        self.shift.copy_(pooled.mean(dim=0))
+        self.scale.copy_(torch.where(std > 0, std, torch.ones_like(std)))
+        return self
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Standardise ``(..., dim)`` features."""
+        return (h - self.shift) / self.scale
 
 
 class CellSetEncoder(nn.Module):
@@ -34,6 +66,7 @@ class CellSetEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.pool = AttentionPool(cell_dim)
+        self.standardize = Standardize(cell_dim)
         self.head = ProjectionHead(cell_dim, out_dim, hidden_dim=hidden_dim, dropout=dropout)
 
     def forward(
@@ -45,7 +78,7 @@ class CellSetEncoder(nn.Module):
         of shape ``(B, N_max)`` (0 on padding), kept for attribution.
         """
         h, alpha = self.pool(cells, mask)
-        return self.head(h), alpha
+        return self.head(self.standardize(h)), alpha
 
 
 class BulkTokenEncoder(nn.Module):
@@ -71,6 +104,7 @@ class BulkTokenEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.pool = AttentionPool(token_dim)
+        self.standardize = Standardize(token_dim)
         self.head = ProjectionHead(token_dim, out_dim, hidden_dim=hidden_dim, dropout=dropout)
 
     def forward(
@@ -78,4 +112,4 @@ class BulkTokenEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode ``(B, genes, d_b)`` gene tokens into ``(z, alpha)`` (alpha over genes)."""
         h, alpha = self.pool(tokens, mask)
-        return self.head(h), alpha
+        return self.head(self.standardize(h)), alpha

@@ -1,16 +1,24 @@
 """POPPY: bulk <-> single-cell alignment supervised by Cell Ontology transport."""
 
+from cellbridge.poppy.config import POPPYConfig
 from cellbridge.poppy.loss import (
     ContrastiveLoss,
     contrastive_loss_terms,
     multi_positive_contrastive_loss,
 )
+from cellbridge.poppy.model import POPPY
+from cellbridge.poppy.network import POPPYNet
 from cellbridge.poppy.sampler import CrossCohortSampler, sample_batch
 from cellbridge.poppy.similarity import ontology_graph_metric, sample_similarity
+from cellbridge.poppy.training import TrainingHistory
 
 __all__ = [
+    "POPPY",
     "ContrastiveLoss",
     "CrossCohortSampler",
+    "POPPYConfig",
+    "POPPYNet",
+    "TrainingHistory",
     "contrastive_loss_terms",
     "multi_positive_contrastive_loss",
     "ontology_graph_metric",

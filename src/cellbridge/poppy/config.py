@@ -1,0 +1,185 @@
+"""The POPPY stage-1 configuration: one frozen dataclass, built the same way by the API,
+the CLI and config files (TOML or JSON)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from cellbridge.errors import InputError
+
+__all__ = ["POPPYConfig"]
+
+
+@dataclass(frozen=True)
+class POPPYConfig:
+    """Options of :class:`cellbridge.poppy.POPPY` (stage 1, POPPY §2.2.1–2.2.4).
+
+    The paper gives the architecture and loss but no optimiser settings; where it is
+    silent the default is a common choice for contrastive heads on frozen encoders and is
+    marked *(not in the paper)*.
+
+    Attributes
+    ----------
+    embedding_dim
+        ``d``, size of the shared l2-normalised embedding *(not in the paper)*.
+    hidden_dim
+        Hidden width of the two-layer FFNs; ``None`` = their input width.
+    dropout
+        Dropout inside the FFNs.
+    temperature
+        :math:`\\tau_{cl}` of Eq. 3 (CLIP's 0.07; *not in the paper*).
+    batch_size
+        ``B`` samples per batch: anchor, cross-cohort positive, ``B - 2`` fillers (§2.2.4).
+    max_cells
+        Cells per sample per step, drawn uniformly without replacement (seeded), so memory
+        does not grow with sample size; ``None`` = all cells.
+    learning_rate, weight_decay
+        AdamW settings *(not in the paper)*.
+    max_epochs
+        Upper bound on epochs; an epoch makes every training sample the anchor of one batch.
+    patience
+        Early stopping: epochs without a lower validation loss before stopping.
+    val_fraction
+        Fraction of single-cell samples (with all bulk profiles paired to them) held out
+        for validation and early stopping; ``0`` = no validation, train ``max_epochs``.
+    seed
+        The only source of randomness (split, sampler, cell draws, initialisation, dropout).
+    cell_key
+        ``obsm`` key of the frozen cell embedding (e.g. ``X_scGPT``); ``None`` = the PCA
+        stand-in of :class:`cellbridge.encoders.PCAStandIn`, fitted on the training cells.
+    n_pcs
+        Components of the PCA stand-in.
+    bulk_key
+        ``obsm`` key of a precomputed per-sample bulk embedding; ``None`` = gene tokens.
+    n_gene_components
+        ``d_b`` of the default gene tokens, learned once from the single-cell reference as
+        PCA loadings (:meth:`cellbridge.encoders.ScaledGeneEmbeddings.from_reference`).
+    sample_key
+        ``obs`` column naming the single-cell sample of each cell, and (in ``bulk``) the
+        single-cell sample each bulk profile is paired with; a bulk object without the
+        column is paired by its ``obs_names``.
+    cohort_key
+        ``obs`` column of ``bulk`` with each profile's cohort (positives come from others).
+    assay_key
+        Optional ``obs`` column of ``bulk``; when set, the sampler's groups are
+        cohort x assay, so positives may also come from another assay of one cohort.
+    similarity_key
+        ``obsp`` key of the similarity matrix ``S`` in the similarity AnnData.
+    num_workers
+        DataLoader worker processes (0 = load in the training process).
+    accelerator, devices, strategy
+        Passed to ``lightning.pytorch.Trainer`` (``"auto"`` uses a GPU when present;
+        ``strategy="ddp"`` for several GPUs).
+    """
+
+    embedding_dim: int = 128
+    hidden_dim: int | None = None
+    dropout: float = 0.1
+    temperature: float = 0.07
+    batch_size: int = 32
+    max_cells: int | None = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    max_epochs: int = 50
+    patience: int = 10
+    val_fraction: float = 0.1
+    seed: int = 0
+    cell_key: str | None = None
+    n_pcs: int = 50
+    bulk_key: str | None = None
+    n_gene_components: int = 64
+    sample_key: str = "sample"
+    cohort_key: str = "cohort"
+    assay_key: str | None = None
+    similarity_key: str = "similarity"
+    num_workers: int = 0
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
+
+    def __post_init__(self) -> None:
+        _positive_int(self, "embedding_dim", "batch_size", "max_epochs", "n_pcs")
+        _positive_int(self, "n_gene_components", "patience")
+        if self.hidden_dim is not None:
+            _positive_int(self, "hidden_dim")
+        if self.max_cells is not None:
+            _positive_int(self, "max_cells")
+        if self.batch_size < 2:
+            _bad("batch_size", self.batch_size, "must be at least 2 (anchor + positive)")
+        _int(self, "seed", "num_workers")
+        if self.num_workers < 0:
+            _bad("num_workers", self.num_workers, "must be >= 0")
+        _in_range(self, "dropout", 0.0, 1.0, closed_high=False)
+        _in_range(self, "val_fraction", 0.0, 1.0, closed_high=False)
+        for name in ("temperature", "learning_rate"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+                _bad(name, value, "must be a positive number")
+        if not isinstance(self.weight_decay, int | float) or self.weight_decay < 0:
+            _bad("weight_decay", self.weight_decay, "must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of every option."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, field: str = "config") -> POPPYConfig:
+        """Build from a dict, refusing unknown keys (a typo must not pass silently)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(
+                field,
+                "unknown POPPY options",
+                values=unknown,
+                fix=f"use only: {', '.join(sorted(known))}",
+            )
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, section: str = "poppy") -> POPPYConfig:
+        """Read options from a TOML (``[poppy]`` table, or top level) or JSON file."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("config", "file not found", values=[str(path)])
+        text = path.read_text()
+        try:
+            data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+            raise InputError("config", f"cannot parse {path}: {err}") from None
+        if isinstance(data.get(section), dict):
+            data = data[section]
+        return cls.from_dict(data, field=str(path))
+
+
+def _bad(name: str, value: object, problem: str) -> None:
+    raise InputError(name, problem, values=[value])
+
+
+def _int(config: POPPYConfig, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            _bad(name, value, "must be an integer")
+
+
+def _positive_int(config: POPPYConfig, *names: str) -> None:
+    _int(config, *names)
+    for name in names:
+        if getattr(config, name) < 1:
+            _bad(name, getattr(config, name), "must be a positive integer")
+
+
+def _in_range(
+    config: POPPYConfig, name: str, low: float, high: float, *, closed_high: bool
+) -> None:
+    value = getattr(config, name)
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = ok and low <= value and (value <= high if closed_high else value < high)
+    if not ok:
+        _bad(name, value, f"must be in [{low}, {high}{']' if closed_high else ')'}")
