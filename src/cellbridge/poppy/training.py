@@ -10,11 +10,12 @@ resuming from it therefore replays the remaining epochs exactly as the uninterru
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,19 @@ class _BestWeights(Callback):
         self.history.val_loss = list(state_dict["val_loss"])
 
 
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Lightning's INFO banners (devices, tips) go to DEBUG level while training runs."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    if not log.isEnabledFor(logging.DEBUG):
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _loader(batches: PairBatches, sampler: NumberedBatches, workers: int) -> DataLoader[Any]:
     return DataLoader(
         batches,
@@ -176,7 +190,7 @@ def train_alignment(
     """
     monitor = "val_loss" if val is not None else None
     best = _BestWeights(monitor)
-    with tempfile.TemporaryDirectory(prefix="cellbridge-poppy-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="cellbridge-poppy-") as scratch, _quiet_lightning():
         root = Path(checkpoint_dir) if checkpoint_dir is not None else Path(scratch)
         root.mkdir(parents=True, exist_ok=True)
         every: list[Callback] = [
