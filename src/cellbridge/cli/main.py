@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from cellbridge._version import __version__
+from cellbridge.cli.poppy import poppy_app
 from cellbridge.cli.similarity import run_demo, run_similarity
 from cellbridge.errors import CellbridgeError
 
@@ -27,6 +28,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(poppy_app, name="poppy")
 err = Console(stderr=True)
 
 

@@ -7,6 +7,7 @@ from cellbridge.data.bulk import (
     mix_profiles,
     pseudobulk,
     random_tumours,
+    stack_profiles,
 )
 from cellbridge.data.datasets import PbmcPatients, pbmc68k, pbmc_patients
 from cellbridge.data.perturbation import PerturbationTruth, drug_table, perturbation_screen
@@ -50,4 +51,5 @@ __all__ = [
     "read_tahoe_parquet",
     "read_tahoe_plate",
     "split_by_group",
+    "stack_profiles",
 ]

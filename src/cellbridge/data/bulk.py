@@ -38,6 +38,7 @@ __all__ = [
     "mix_profiles",
     "pseudobulk",
     "random_tumours",
+    "stack_profiles",
 ]
 
 log = logging.getLogger(__name__)
@@ -440,3 +441,43 @@ def cancer_normal_tumours(
         "seed": seed,
     }
     return bulk
+
+
+def stack_profiles(
+    profiles: dict[str, AnnData], *, sample_key: str = "sample", assay_key: str = "assay"
+) -> AnnData:
+    """Stack bulk-like AnnData of several assays into one training set for POPPY.
+
+    Row ``s`` of ``profiles[assay]`` becomes ``"{s}|{assay}"``, with ``obs[sample_key]``
+    = its single-cell sample (the existing column, else the row name) and
+    ``obs[assay_key]`` = ``assay``. Genes must be identical (same names, same order);
+    ``obs`` columns present in every input are kept, ``obsm`` / ``layers`` are not.
+
+    Raises
+    ------
+    InputError
+        No inputs, differing genes, or duplicate stacked names.
+    """
+    if not profiles:
+        raise InputError("profiles", "is empty", fix="pass {assay name: AnnData}")
+    parts, first = [], next(iter(profiles.values()))
+    for assay, adata in profiles.items():
+        if not adata.var_names.equals(first.var_names):
+            raise InputError(
+                f"profiles[{assay!r}].var_names",
+                "differ from the first input's genes",
+                fix="subset all inputs to the same genes in the same order",
+            )
+        obs = adata.obs.copy()
+        if sample_key not in obs:
+            obs[sample_key] = adata.obs_names.astype(str)
+        obs[assay_key] = assay
+        obs.index = [f"{name}|{assay}" for name in adata.obs_names]
+        X = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X, dtype=float)
+        parts.append(AnnData(X=X, obs=obs, var=first.var[[]].copy()))
+    shared = [c for c in parts[0].obs.columns if all(c in p.obs for p in parts)]
+    obs = pd.concat([p.obs[shared] for p in parts])
+    require_unique(obs.index, "profiles", what="stacked profile names")
+    out = AnnData(X=np.vstack([p.X for p in parts]), obs=obs, var=first.var[[]].copy())
+    out.uns["cellbridge"] = {"construction": f"stacked profiles: {', '.join(profiles)}"}
+    return out

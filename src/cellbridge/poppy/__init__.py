@@ -1,6 +1,7 @@
 """POPPY: bulk <-> single-cell alignment supervised by Cell Ontology transport."""
 
 from cellbridge.poppy.config import POPPYConfig
+from cellbridge.poppy.evaluate import evaluate_alignment
 from cellbridge.poppy.loss import (
     ContrastiveLoss,
     contrastive_loss_terms,
@@ -9,7 +10,11 @@ from cellbridge.poppy.loss import (
 from cellbridge.poppy.model import POPPY
 from cellbridge.poppy.network import POPPYNet
 from cellbridge.poppy.sampler import CrossCohortSampler, sample_batch
-from cellbridge.poppy.similarity import ontology_graph_metric, sample_similarity
+from cellbridge.poppy.similarity import (
+    ontology_graph_metric,
+    proportion_similarity,
+    sample_similarity,
+)
 from cellbridge.poppy.training import TrainingHistory
 
 __all__ = [
@@ -20,8 +25,10 @@ __all__ = [
     "POPPYNet",
     "TrainingHistory",
     "contrastive_loss_terms",
+    "evaluate_alignment",
     "multi_positive_contrastive_loss",
     "ontology_graph_metric",
+    "proportion_similarity",
     "sample_batch",
     "sample_similarity",
 ]

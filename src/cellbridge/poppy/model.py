@@ -151,18 +151,11 @@ class POPPY:
                 seed=cfg.seed if fixed is None else cfg.seed + 1,
             )
             B = min(cfg.batch_size, idx.size)
-            sampler = CrossCohortSampler(sub, groups[idx], B, seed=cfg.seed)
+            # Fallbacks on the small fixed validation set are expected: logged, not warned.
+            sampler = CrossCohortSampler(sub, groups[idx], B, seed=cfg.seed, warn=fixed is None)
             return data, NumberedBatches(sampler, fixed_epoch=fixed)
 
-        torch.manual_seed(cfg.seed)
-        self.net = POPPYNet(
-            source.dim,
-            int(tokens(inputs[:1]).shape[-1]),
-            cfg.embedding_dim,
-            hidden_dim=cfg.hidden_dim,
-            dropout=cfg.dropout,
-            temperature=cfg.temperature,
-        )
+        self.net = _new_net(cfg, source.dim, int(tokens(inputs[:1]).shape[-1]))
         _fit_standardize(
             self.net, source, paired.to_numpy()[train_idx], inputs[train_idx], tokens, cfg
         )
@@ -306,6 +299,25 @@ class POPPY:
             [tokens(inputs[i : i + 256]).mean(axis=1) for i in range(0, inputs.shape[0], 256)]
         )
 
+    def unaligned(self) -> POPPY:
+        """The same model *before* alignment: the seeded initial heads, untrained.
+
+        Same frozen encoders, same input standardisation, the weights ``fit`` started
+        from; the "without alignment" baseline for recall@k (POPPY §3.3).
+        """
+        net = self._fitted()
+        other = POPPY(self.config, token_encoder=self.token_encoder)
+        other.standin, other.sources = self.standin, dict(self.sources)
+        fresh = _new_net(
+            self.config,
+            net.cell_encoder.pool.score.in_features,
+            net.bulk_encoder.pool.score.in_features,
+        )
+        fresh.cell_encoder.standardize.load_state_dict(net.cell_encoder.standardize.state_dict())
+        fresh.bulk_encoder.standardize.load_state_dict(net.bulk_encoder.standardize.state_dict())
+        other.net = fresh.eval()
+        return other
+
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write ``config.json`` + ``model.safetensors`` to the directory ``path`` (atomic)."""
@@ -349,14 +361,7 @@ class POPPY:
         try:
             config = POPPYConfig.from_dict(meta["config"], field="checkpoint config")
             model = cls(config, token_encoder=token_encoder)
-            model.net = POPPYNet(
-                int(meta["cell_dim"]),
-                int(meta["token_dim"]),
-                config.embedding_dim,
-                hidden_dim=config.hidden_dim,
-                dropout=config.dropout,
-                temperature=config.temperature,
-            )
+            model.net = _new_net(config, int(meta["cell_dim"]), int(meta["token_dim"]))
             state = {k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")}
             model.net.load_state_dict(state, strict=True)
         except (KeyError, TypeError, RuntimeError) as err:
@@ -376,6 +381,19 @@ class POPPY:
             meta.get("token_encoder"), tensors, token_encoder
         )
         return model
+
+
+def _new_net(cfg: POPPYConfig, cell_dim: int, token_dim: int) -> POPPYNet:
+    """The initial network: a function of the config and input sizes only (seeded)."""
+    torch.manual_seed(cfg.seed)
+    return POPPYNet(
+        cell_dim,
+        token_dim,
+        cfg.embedding_dim,
+        hidden_dim=cfg.hidden_dim,
+        dropout=cfg.dropout,
+        temperature=cfg.temperature,
+    )
 
 
 def _restore_token_encoder(

@@ -212,6 +212,9 @@ class CrossCohortSampler(Sampler[list[int]]):
         Batch size, ``2 <= B <= N``.
     seed
         Base seed.
+    warn
+        ``False`` logs the fallbacks at INFO level instead of warning (e.g. for a small
+        fixed validation set, where they are expected).
     """
 
     def __init__(
@@ -221,9 +224,11 @@ class CrossCohortSampler(Sampler[list[int]]):
         B: int,
         *,
         seed: int = 0,
+        warn: bool = True,
     ) -> None:
         super().__init__()
         self._S = _as_csr(S)
+        self._emit_warnings = warn
         n = self._S.shape[0]
         labels = np.asarray(cohorts)
         if labels.shape != (n,):
@@ -276,7 +281,10 @@ class CrossCohortSampler(Sampler[list[int]]):
     def _warn(self, reason: str) -> None:
         if reason not in self._warned:
             self._warned.add(reason)
-            warnings.warn(_FALLBACK_MESSAGES[reason], UserWarning, stacklevel=3)
+            if self._emit_warnings:
+                warnings.warn(_FALLBACK_MESSAGES[reason], UserWarning, stacklevel=3)
+            else:
+                log.info("sampler fallback: %s", _FALLBACK_MESSAGES[reason])
 
 
 def _as_csr(S: ArrayLike | sp.spmatrix | sp.sparray) -> sp.csr_matrix:

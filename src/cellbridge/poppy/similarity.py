@@ -16,10 +16,18 @@ import numpy as np
 import pandas as pd
 
 from cellbridge._version import __version__
-from cellbridge.ontology import Ontology, OntologyGraph, compositions, load_cell_ontology
+from cellbridge.ontology import (
+    Compositions,
+    Ontology,
+    OntologyGraph,
+    compositions,
+    compositions_from_proportions,
+    load_cell_ontology,
+    prune,
+)
 from cellbridge.ot import Graph, diffusion_kernel, pairwise_graph_emd
 
-__all__ = ["ontology_graph_metric", "sample_similarity"]
+__all__ = ["ontology_graph_metric", "proportion_similarity", "sample_similarity"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +98,84 @@ def sample_similarity(
         strict=strict,
         min_cells=min_cells,
     )
+    return _similarity(
+        comp,
+        ontology=ontology,
+        k=k,
+        symmetrize=symmetrize,
+        method=method,
+        n_jobs=n_jobs,
+        progress=progress,
+        params={"sample_key": sample_key, "cell_type_key": cell_type_key},
+        provenance=adata.uns.get("cellbridge", {}).get("provenance"),
+        seconds_compositions=time.perf_counter() - t0,
+    )
+
+
+def proportion_similarity(
+    proportions: pd.DataFrame,
+    *,
+    ontology: Ontology | None = None,
+    graph: OntologyGraph | None = None,
+    k: int = 100,
+    symmetrize: Literal["union", "intersection"] = "union",
+    method: Literal["auto", "exact", "tree"] = "auto",
+    n_jobs: int = 1,
+    progress: bool = False,
+) -> anndata.AnnData:
+    """:func:`sample_similarity` for samples known by their cell-type proportions.
+
+    For in-silico bulk and simulated tumours (POPPY A.3.2, §3.4), whose compositions are
+    the mixing ratios rather than counted cells.
+
+    Parameters
+    ----------
+    proportions
+        Samples x cell-type ids (CL terms); rows non-negative and summing to 1.
+    ontology, graph
+        The ontology to prune to the columns (default: the shipped Cell Ontology), or an
+        already pruned graph containing every column.
+    k, symmetrize, method, n_jobs, progress
+        As in :func:`sample_similarity`.
+
+    Returns
+    -------
+    anndata.AnnData
+        The same layout as :func:`sample_similarity` (``obs["n_cells"]`` is 0).
+    """
+    t0 = time.perf_counter()
+    if graph is None:
+        ontology = load_cell_ontology() if ontology is None else ontology
+        graph = prune(ontology, [str(c) for c in proportions.columns])
+    comp = compositions_from_proportions(proportions, graph)
+    return _similarity(
+        comp,
+        ontology=ontology,
+        k=k,
+        symmetrize=symmetrize,
+        method=method,
+        n_jobs=n_jobs,
+        progress=progress,
+        params={"proportions": True},
+        provenance=None,
+        seconds_compositions=time.perf_counter() - t0,
+    )
+
+
+def _similarity(
+    comp: Compositions,
+    *,
+    ontology: Ontology | None,
+    k: int,
+    symmetrize: Literal["union", "intersection"],
+    method: Literal["auto", "exact", "tree"],
+    n_jobs: int,
+    progress: bool,
+    params: dict[str, object],
+    provenance: str | None,
+    seconds_compositions: float,
+) -> anndata.AnnData:
+    """Signals -> exact W1 (Eq. 1) -> kernel (Eq. 6), packed as a samples AnnData."""
     signals = comp.signals()
     t1 = time.perf_counter()
     metric = ontology_graph_metric(comp.graph)
@@ -119,17 +205,15 @@ def sample_similarity(
         "graph_root": comp.graph.nodes[comp.graph.root],
         "graph_is_tree": bool(metric.is_tree()),
         "params": {
-            "sample_key": sample_key,
-            "cell_type_key": cell_type_key,
+            **params,
             "k": k,
             "k_used": min(k, max(1, out.n_obs - 1)),
             "symmetrize": symmetrize,
             "method": method,
         },
         "dropped_cells": {str(a): int(b) for a, b in comp.dropped.items()},
-        "seconds": {"compositions": t1 - t0, "emd": t2 - t1, "kernel": t3 - t2},
+        "seconds": {"compositions": seconds_compositions, "emd": t2 - t1, "kernel": t3 - t2},
     }
-    provenance = adata.uns.get("cellbridge", {}).get("provenance")
     if provenance:
         info["provenance"] = provenance
     out.uns["cellbridge"] = info

@@ -3,7 +3,7 @@
 Reproducibility across an interruption: every random draw of an epoch is seeded by
 ``(seed, epoch)`` — the sampler's batches, the cell draws of each batch
 (:class:`~cellbridge.poppy.pairs.PairBatches`) and torch's generator (dropout), which is
-re-seeded at the start of every epoch. A checkpoint written at the end of an epoch holds
+re-seeded before every step from ``(seed, epoch, batch)``. A checkpoint written at the end of an epoch holds
 the weights, the optimiser state, the early-stopping state and the best weights so far;
 resuming from it therefore replays the remaining epochs exactly as the uninterrupted run.
 """
@@ -41,12 +41,13 @@ _EXPECTED_WARNINGS = (
     r".*Checkpoint directory .* exists and is not empty.*",
     r".*The number of training batches .* is smaller than the logging interval.*",
     r".*LeafSpec.*",
+    r".*You defined a `validation_step` but have no `val_dataloader`.*",
 )
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The torch seed of one epoch: a function of ``(seed, epoch)`` only."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+def step_seed(seed: int, epoch: int, batch: int) -> int:
+    """The torch seed of one training step: a function of ``(seed, epoch, batch)`` only."""
+    return int(np.random.SeedSequence([seed, epoch, batch]).generate_state(1)[0])
 
 
 @dataclass
@@ -79,8 +80,10 @@ class _AlignmentTask(pl.LightningModule):
     def validation_step(self, batch: PairBatch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "val_loss")
 
-    def on_train_epoch_start(self) -> None:
-        torch.manual_seed(epoch_seed(self.config.seed, self.current_epoch))
+    def on_train_batch_start(self, batch: PairBatch, batch_idx: int) -> None:
+        # Dropout draws depend on (seed, epoch, batch) only, not on what else consumed
+        # torch's generator (a resumed run creates its data loaders in another order).
+        torch.manual_seed(step_seed(self.config.seed, self.current_epoch, batch_idx))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.net.parameters() if p.requires_grad]
@@ -195,7 +198,13 @@ def train_alignment(
         root.mkdir(parents=True, exist_ok=True)
         every: list[Callback] = [
             best,
-            ModelCheckpoint(dirpath=root, filename="epoch{epoch}", save_last=True, save_top_k=1),
+            ModelCheckpoint(
+                dirpath=root,
+                filename="epoch{epoch}",
+                save_last=True,
+                save_top_k=1,
+                save_on_train_epoch_end=True,
+            ),
         ]
         if monitor is not None:
             every.append(EarlyStopping(monitor=monitor, patience=config.patience, mode="min"))
