@@ -268,7 +268,7 @@ def test_bad_inputs_are_refused(tiny: Split) -> None:
     orphan.obs["sample"] = orphan.obs["sample"].astype(str).str.replace("P0", "X0")
     with pytest.raises(InputError, match="no cells"):
         model.fit(tiny.cells_train, orphan, tiny.similarity_train, progress=False)
-    with pytest.raises(InputError, match="similarity.obs_names"):
+    with pytest.raises(InputError, match=r"similarity\.obs_names"):
         model.fit(
             tiny.cells_train, tiny.bulk_train, tiny.similarity_train[:3].copy(), progress=False
         )

@@ -3,8 +3,8 @@
 Reproducibility across an interruption: every random draw of an epoch is seeded by
 ``(seed, epoch)`` — the sampler's batches, the cell draws of each batch
 (:class:`~cellbridge.poppy.pairs.PairBatches`) and torch's generator (dropout), which is
-re-seeded before every step from ``(seed, epoch, batch)``. A checkpoint written at the end of an epoch holds
-the weights, the optimiser state, the early-stopping state and the best weights so far;
+re-seeded before every step from ``(seed, epoch, batch)``. A checkpoint written at the
+end of an epoch holds the weights, the optimiser state, the early-stopping state and the best weights so far;
 resuming from it therefore replays the remaining epochs exactly as the uninterrupted run.
 """
 
