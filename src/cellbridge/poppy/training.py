@@ -4,8 +4,9 @@ Reproducibility across an interruption: every random draw of an epoch is seeded 
 ``(seed, epoch)`` — the sampler's batches, the cell draws of each batch
 (:class:`~cellbridge.poppy.pairs.PairBatches`) and torch's generator (dropout), which is
 re-seeded before every step from ``(seed, epoch, batch)``. A checkpoint written at the
-end of an epoch holds the weights, the optimiser state, the early-stopping state and the best weights so far;
-resuming from it therefore replays the remaining epochs exactly as the uninterrupted run.
+end of an epoch holds the weights, the optimiser state, the early-stopping state and the
+best weights so far; resuming from it replays the remaining epochs exactly as the
+uninterrupted run would.
 """
 
 from __future__ import annotations
