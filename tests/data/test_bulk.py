@@ -12,10 +12,12 @@ from scipy import stats
 
 from cellbridge.data.bulk import (
     cancer_normal_tumours,
+    log1p_cpm,
     matched_bulk,
     mix_profiles,
     pseudobulk,
     random_tumours,
+    stack_profiles,
 )
 from cellbridge.errors import InputError
 
@@ -222,3 +224,61 @@ def test_cancer_normal_tumours_bad_input() -> None:
         cancer_normal_tumours(_profiles(["lineA"]), normal, cancer_fraction=(0.9, 0.1))
     with pytest.raises(InputError, match="fewer than n_normal"):
         cancer_normal_tumours(_profiles(["lineA"]), _profiles(["N0", "N1"]))
+
+
+def test_log1p_cpm_matches_scanpy() -> None:
+    bulk = _profiles(["a", "b"], per_type=3)
+    oracle = bulk.copy()
+    sc.pp.normalize_total(oracle, target_sum=1e6)
+    sc.pp.log1p(oracle)
+    out = log1p_cpm(bulk)
+    np.testing.assert_allclose(out.X, oracle.X, rtol=1e-10)
+    assert out.uns["cellbridge"]["normalize"] == "log1p_cpm"
+    assert bulk.X.max() > 50  # the input is untouched
+
+
+@pytest.mark.parametrize("bad", [-1.0, np.nan, np.inf])
+def test_log1p_cpm_refuses_bad_values(bad: float) -> None:
+    bulk = _profiles(["a"], per_type=2)
+    bulk.X[1, 3] = bad
+    with pytest.raises(InputError, match=r"adata\.X"):
+        log1p_cpm(bulk)
+
+
+def test_log1p_cpm_refuses_log_scale_input() -> None:
+    bulk = log1p_cpm(_profiles(["a"], per_type=2))
+    bulk.uns["log1p"] = {"base": None}
+    with pytest.raises(InputError, match=r"adata\.X"):
+        log1p_cpm(bulk)
+
+
+def test_stack_profiles_names_samples_and_assays() -> None:
+    pb = _profiles(["a", "b"])
+    pb.obs["cohort"] = ["k1", "k2"]
+    isb = _profiles(["a", "b"], seed=1)
+    isb.obs["cohort"] = ["k1", "k2"]
+    isb.obs["sample"] = ["a|0", "b|0"]
+    out = stack_profiles({"pseudobulk": pb, "in-silico": isb})
+    assert list(out.obs_names) == [
+        "a|0|pseudobulk",
+        "b|0|pseudobulk",
+        "a|0|in-silico",
+        "b|0|in-silico",
+    ]
+    assert list(out.obs["sample"]) == ["a|0", "b|0", "a|0", "b|0"]
+    assert list(out.obs["assay"]) == ["pseudobulk"] * 2 + ["in-silico"] * 2
+    assert list(out.obs["cohort"]) == ["k1", "k2", "k1", "k2"]
+    np.testing.assert_array_equal(out.X, np.vstack([pb.X, isb.X]))
+    assert list(out.var_names) == list(pb.var_names)
+
+
+def test_stack_profiles_refusals() -> None:
+    pb = _profiles(["a", "b"])
+    with pytest.raises(InputError, match="profiles"):
+        stack_profiles({})
+    with pytest.raises(InputError, match=r"profiles\['x'\]\.var_names"):
+        stack_profiles({"pb": pb, "x": pb[:, ::-1].copy()})
+    one, other = pb[:1].copy(), pb[1:].copy()
+    one.obs_names, other.obs_names = ["s|x"], ["s"]
+    with pytest.raises(InputError, match="s\\|x\\|y"):
+        stack_profiles({"y": one, "x|y": other})  # both would be "s|x|y"

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from anndata import AnnData
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cellbridge.errors import InputError
-from cellbridge.ontology import assign_programs, is_program_node, program_node_id
+from cellbridge.ontology import assign_programs, is_program_node, nmf_programs, program_node_id
 
 
 def _loadings(seed: int, n_cells: int = 40, n_programs: int = 3) -> pd.DataFrame:
@@ -90,3 +91,47 @@ def test_program_node_id() -> None:
         program_node_id("CL:0000236", "")
     with pytest.raises(InputError, match="program:MP1"):
         program_node_id(node, "MP1")
+
+
+def _planted(seed: int = 0) -> tuple[AnnData, np.ndarray]:
+    """Counts where half the cells express gene block A, the other half block B."""
+    rng = np.random.default_rng(seed)
+    n, genes = 80, 40
+    group = np.repeat([0, 1], n // 2)
+    rate = np.full((n, genes), 0.5)
+    rate[group == 0, :20] = 20.0
+    rate[group == 1, 20:] = 20.0
+    X = rng.poisson(rate).astype(np.float32)
+    obs = pd.DataFrame(index=[f"c{i}" for i in range(n)])
+    return AnnData(X=X, obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(genes)])), group
+
+
+def test_nmf_programs_match_sklearn_and_recover_planted_programs() -> None:
+    from sklearn.decomposition import NMF
+
+    adata, group = _planted()
+    W = nmf_programs(adata, n_programs=2, seed=3)
+    assert list(W.columns) == ["NMF1", "NMF2"] and list(W.index) == list(adata.obs_names)
+    X = np.log1p(adata.X / adata.X.sum(axis=1, keepdims=True) * 1e4)
+    oracle = NMF(2, init="nndsvda", random_state=3, max_iter=500, tol=1e-3).fit_transform(X)
+    np.testing.assert_allclose(W.to_numpy(), oracle, rtol=1e-5, atol=1e-6)
+    member = assign_programs(W)
+    # each program's members are cells of one planted group only
+    for program in member.columns:
+        groups = set(group[member[program].to_numpy()])
+        assert len(groups) == 1, (program, groups)
+    assert member.any(axis=0).all()
+
+
+@pytest.mark.parametrize("n_programs", [0, 40, 2.0, True])
+def test_nmf_programs_refuse_bad_counts_of_programs(n_programs: object) -> None:
+    adata, _ = _planted()
+    with pytest.raises(InputError, match="n_programs"):
+        nmf_programs(adata, n_programs=n_programs)  # type: ignore[arg-type]
+
+
+def test_nmf_programs_refuse_scaled_expression() -> None:
+    adata, _ = _planted()
+    adata.X = adata.X - adata.X.mean(axis=0)
+    with pytest.raises(InputError, match=r"adata\.X"):
+        nmf_programs(adata, n_programs=2)

@@ -14,8 +14,9 @@ import torch
 from cellbridge.data import CellStore
 from cellbridge.errors import InputError
 from cellbridge.poppy import POPPY, POPPYConfig, evaluate_alignment
+from cellbridge.poppy import PbmcSplit as Split
 
-from .conftest import Split, make_split
+from .conftest import make_split
 
 # Tiny data for mechanics: the sampler's documented fallbacks (tested in test_sampler.py)
 # are expected there.
@@ -55,7 +56,6 @@ def test_poppy_beats_the_frozen_encoder_on_held_out_patients() -> None:
     cells/pseudobulk beats the unaligned model (Figure 2a)."""
     split = make_split(45, 60, k=8)
     model = _fit(split, batch_size=16, max_cells=64, max_epochs=40, val_fraction=0.1)
-    split.bulk_test.obsp["emd"] = split.emd_test
     table = evaluate_alignment(model, split.bulk_test, cells=split.cells_test)
     corr = table[table["metric"] == "distance_spearman"].set_index("subset")
     for subset in ("within", "across", "all"):
@@ -256,6 +256,31 @@ def test_embed_cells_attention_and_sample_obs(tiny: Split) -> None:
         sets.obs["cohort"] == cells.obs.groupby("sample", observed=True)["cohort"].first()
     ).all()
     assert sets.obs["n_cells"].sum() == cells.n_obs
+
+
+def test_evaluation_without_cohorts_matches_scipy(tiny: Split) -> None:
+    """Simulated tumours (§3.4) have no cohorts: one all-pairs Spearman per truth."""
+    from scipy.spatial.distance import pdist, squareform
+    from scipy.stats import spearmanr
+
+    model = _fit(tiny, max_epochs=2)
+    bulk = tiny.bulk_test.copy()
+    bulk.obsp["shuffled"] = squareform(np.random.default_rng(0).permutation(pdist(bulk.X)))
+    truth = {"cell types": "emd", "noise": "shuffled"}
+    table = evaluate_alignment(model, bulk, cohort_key=None, truth_keys=truth).set_index("truth")
+    assert set(table["metric"]) == {"distance_spearman"} and set(table["subset"]) == {"all"}
+    iu = np.triu_indices(bulk.n_obs, 1)
+    for name, key in truth.items():
+        y = bulk.obsp[key][iu]
+        value = spearmanr(pdist(bulk.obsm["X_poppy"]), y).statistic
+        base = spearmanr(pdist(bulk.obsm["X_baseline"]), y).statistic
+        row = table.loc[name]
+        assert row["value"] == pytest.approx(value, abs=1e-12)
+        assert row["baseline"] == pytest.approx(base, abs=1e-12)
+        assert row["change"] == pytest.approx(value - base, abs=1e-12)
+        assert row["n"] == len(iu[0])
+    with pytest.raises(InputError, match="truth_keys"):
+        evaluate_alignment(model, bulk, cohort_key=None, truth_keys={"x": "missing"})
 
 
 def test_bad_inputs_are_refused(tiny: Split) -> None:

@@ -11,7 +11,7 @@ from anndata import AnnData
 from cellbridge.errors import InputError
 from cellbridge.ontology import load_cell_ontology
 from cellbridge.ot import diffusion_kernel
-from cellbridge.poppy import ontology_graph_metric, sample_similarity
+from cellbridge.poppy import ontology_graph_metric, proportion_similarity, sample_similarity
 
 
 def _cells(assign: dict[str, list[str]]) -> AnnData:
@@ -96,3 +96,25 @@ def test_non_strict_drops_and_reports_counts() -> None:
     sim = sample_similarity(cells, k=1, strict=False)
     assert sim.uns["cellbridge"]["dropped_cells"] == {"mystery": 2}
     assert sim.obs.loc["a", "n_cells"] == 1
+
+
+def test_proportions_give_the_same_similarity_as_the_counted_cells(small: AnnData) -> None:
+    """Oracle: a sample known by its cell-type fractions is the sample of counted cells."""
+    counted = sample_similarity(small, k=4)
+    fractions = pd.crosstab(small.obs["sample"], small.obs["cell_type"], normalize="index")
+    fractions.index = fractions.index.astype(str)
+    fractions.columns = fractions.columns.astype(str)
+    from_props = proportion_similarity(fractions, k=4)
+    assert list(from_props.obs_names) == list(counted.obs_names)
+    assert list(from_props.var_names) == list(counted.var_names)
+    np.testing.assert_allclose(from_props.obsp["emd"], counted.obsp["emd"], atol=1e-9)
+    np.testing.assert_allclose(
+        from_props.obsp["similarity"].toarray(), counted.obsp["similarity"].toarray(), atol=1e-9
+    )
+    assert (from_props.obs["n_cells"] == 0).all()
+
+
+def test_proportions_that_do_not_sum_to_one_are_refused() -> None:
+    props = pd.DataFrame({"CL:0000236": [0.5, 0.7], "CL:0000624": [0.5, 0.2]}, index=["t0", "t1"])
+    with pytest.raises(InputError, match="t1"):
+        proportion_similarity(props, k=1)

@@ -14,7 +14,12 @@ from cellbridge.ontology.io import (
 )
 from cellbridge.ontology.mapping import LabelMapping, map_labels, normalize_label
 from cellbridge.ontology.pbmc68k import pbmc68k_label_mapping, pbmc68k_label_table
-from cellbridge.ontology.programs import assign_programs, is_program_node, program_node_id
+from cellbridge.ontology.programs import (
+    assign_programs,
+    is_program_node,
+    nmf_programs,
+    program_node_id,
+)
 from cellbridge.ontology.signals import Compositions, compositions_from_proportions
 
 __all__ = [
@@ -30,6 +35,7 @@ __all__ = [
     "is_program_node",
     "load_cell_ontology",
     "map_labels",
+    "nmf_programs",
     "normalize_label",
     "pbmc68k_label_mapping",
     "pbmc68k_label_table",

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from anndata import AnnData
 
 from cellbridge._checks import require_unique_axes
 from cellbridge.errors import InputError
 
-__all__ = ["PROGRAM_SEPARATOR", "assign_programs", "is_program_node", "program_node_id"]
+__all__ = [
+    "PROGRAM_SEPARATOR",
+    "assign_programs",
+    "is_program_node",
+    "nmf_programs",
+    "program_node_id",
+]
 
 #: Joins a cell-type id and a program name into a program node id.
 PROGRAM_SEPARATOR = "/program:"
@@ -109,3 +116,45 @@ def assign_programs(loadings: pd.DataFrame, *, quantile: float = 0.75) -> pd.Dat
     threshold = np.quantile(values, float(quantile), axis=0)
     member = (values > 0.0) & (values > threshold[np.newaxis, :])
     return pd.DataFrame(member, index=loadings.index.copy(), columns=loadings.columns.copy())
+
+
+def nmf_programs(
+    adata: AnnData,
+    *,
+    n_programs: int = 6,
+    layer: str | None = None,
+    seed: int = 0,
+    max_iter: int = 500,
+) -> pd.DataFrame:
+    """Gene-program loadings per cell from NMF, where no curated programs exist.
+
+    POPPY uses the 3CA metaprograms; for data without curated programs this gives
+    unsupervised ones: scikit-learn ``NMF(n_programs, init="nndsvda")`` of the
+    log-normalised expression (:func:`cellbridge.encoders.log_normalised`). The cell
+    loadings ``W`` are what :func:`assign_programs` thresholds.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Cells (``obs_names``) x programs ``NMF1..NMFk``, non-negative.
+    """
+    from sklearn.decomposition import NMF
+
+    from cellbridge.encoders import log_normalised
+
+    limit = min(adata.n_obs, adata.n_vars)
+    if (
+        isinstance(n_programs, bool)
+        or not isinstance(n_programs, int)
+        or not 1 <= n_programs < limit
+    ):
+        raise InputError(
+            "n_programs",
+            f"must be an integer in [1, min(n_cells, n_genes) = {limit})",
+            values=[n_programs],
+        )
+    X = log_normalised(adata, layer=layer)
+    model = NMF(n_programs, init="nndsvda", random_state=seed, max_iter=max_iter, tol=1e-3)
+    W = model.fit_transform(X)
+    columns = [f"NMF{i + 1}" for i in range(n_programs)]
+    return pd.DataFrame(W, index=adata.obs_names.astype(str), columns=columns)

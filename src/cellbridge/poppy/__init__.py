@@ -9,6 +9,7 @@ from cellbridge.poppy.loss import (
 )
 from cellbridge.poppy.model import POPPY
 from cellbridge.poppy.network import POPPYNet
+from cellbridge.poppy.pbmc import PbmcAlignment, PbmcSplit, pbmc_alignment, pbmc_split
 from cellbridge.poppy.sampler import CrossCohortSampler, sample_batch
 from cellbridge.poppy.similarity import (
     ontology_graph_metric,
@@ -23,11 +24,15 @@ __all__ = [
     "CrossCohortSampler",
     "POPPYConfig",
     "POPPYNet",
+    "PbmcAlignment",
+    "PbmcSplit",
     "TrainingHistory",
     "contrastive_loss_terms",
     "evaluate_alignment",
     "multi_positive_contrastive_loss",
     "ontology_graph_metric",
+    "pbmc_alignment",
+    "pbmc_split",
     "proportion_similarity",
     "sample_batch",
     "sample_similarity",

@@ -10,7 +10,12 @@ from anndata import AnnData
 
 from cellbridge.data import CellStore
 from cellbridge.errors import InputError
-from cellbridge.metrics import embedding_metrics, recall_at_k
+from cellbridge.metrics import (
+    distance_correlation,
+    embedding_metrics,
+    improvement,
+    recall_at_k,
+)
 from cellbridge.poppy.inputs import paired_samples
 from cellbridge.poppy.model import POPPY
 
@@ -25,7 +30,7 @@ def evaluate_alignment(
     *,
     cells: AnnData | CellStore | None = None,
     truth_keys: Mapping[str, str] | None = None,
-    cohort_key: str = "cohort",
+    cohort_key: str | None = "cohort",
     assay_key: str | None = None,
     k: Sequence[int] = (1, 5, 10),
     key: str = "X_poppy",
@@ -61,7 +66,8 @@ def evaluate_alignment(
     truth_keys
         Name -> ``obsp`` key of each ground-truth distance; default ``{"cell types": "emd"}``.
     cohort_key, assay_key
-        ``obs`` columns for the within/across split and the silhouettes.
+        ``obs`` columns for the within/across split and the silhouettes. ``cohort_key=None``
+        (e.g. simulated tumours, POPPY §3.4): correlations over all pairs only.
     k
         Cut-offs of recall@k.
     key
@@ -79,20 +85,23 @@ def evaluate_alignment(
     bulk.obsm[key] = model.embed_bulk(bulk, key_added=key)
     bulk.obsm[BASELINE_KEY] = model.baseline_bulk(bulk)
     tables: list[pd.DataFrame] = []
-    for name, obsp_key in truth_keys.items():
-        table = embedding_metrics(
-            bulk,
-            key=key,
-            baseline_key=BASELINE_KEY,
-            truth_key=obsp_key,
-            cohort_key=cohort_key,
-            assay_key=assay_key,
-        )
-        if tables:  # silhouettes do not depend on the truth: report them once
-            table = table[table["metric"] != "batch_silhouette"]
-        table.insert(0, "truth", name if table["metric"].iloc[0] == "distance_spearman" else "")
-        table.loc[table["metric"] == "batch_silhouette", "truth"] = ""
-        tables.append(table)
+    if cohort_key is None:
+        tables = [_correlations(bulk, key, name, obsp_key) for name, obsp_key in truth_keys.items()]
+    else:
+        for name, obsp_key in truth_keys.items():
+            table = embedding_metrics(
+                bulk,
+                key=key,
+                baseline_key=BASELINE_KEY,
+                truth_key=obsp_key,
+                cohort_key=cohort_key,
+                assay_key=assay_key,
+            )
+            if tables:  # silhouettes do not depend on the truth: report them once
+                table = table[table["metric"] != "batch_silhouette"]
+            spearman = table["metric"] == "distance_spearman"
+            table.insert(0, "truth", np.where(spearman, name, ""))
+            tables.append(table)
     if cells is not None:
         tables.append(_recall(model, bulk, cells, k))
     out = pd.concat(tables, ignore_index=True)
@@ -100,12 +109,46 @@ def evaluate_alignment(
     return out[[*columns, "percent_change", "note"]]
 
 
+def _correlations(bulk: AnnData, key: str, name: str, obsp_key: str) -> pd.DataFrame:
+    """``distance_spearman`` over all pairs, POPPY vs the baseline, for one truth."""
+    if obsp_key not in bulk.obsp:
+        raise InputError(
+            "truth_keys", "not an obsp key", values=[obsp_key], fix=f"use one of {list(bulk.obsp)}"
+        )
+    truth = bulk.obsp[obsp_key]
+    truth = np.asarray(truth.toarray() if hasattr(truth, "toarray") else truth)
+    value, base = (distance_correlation(bulk.obsm[k], truth).iloc[0] for k in (key, BASELINE_KEY))
+    row = {
+        "truth": name,
+        "metric": "distance_spearman",
+        "subset": "all",
+        "n": value.at["n_pairs"],
+        "value": value.at["value"],
+        "baseline": base.at["value"],
+        "note": value.at["reason"],
+    }
+    return _with_change(pd.DataFrame([row]))
+
+
+def _with_change(table: pd.DataFrame) -> pd.DataFrame:
+    """Add ``change`` and ``percent_change`` (:func:`~cellbridge.metrics.improvement`)."""
+    on = ("metric", "subset")
+    base = table[[*on, "baseline"]].rename(columns={"baseline": "value"})
+    comparable = (base["value"] != 0).to_numpy()
+    change = improvement(table.loc[comparable, [*on, "value"]], base[comparable], on=on)
+    out = table.merge(change[[*on, "change", "percent_change"]], on=list(on), how="left")
+    zero = ~comparable
+    out.loc[zero, "change"] = out.loc[zero, "value"] - out.loc[zero, "baseline"]
+    out.loc[zero & (out["note"] == ""), "note"] = "baseline is 0: no percent change"
+    return out
+
+
 def _recall(
     model: POPPY, bulk: AnnData, cells: AnnData | CellStore, k: Sequence[int]
 ) -> pd.DataFrame:
     paired = paired_samples(bulk, model.config)
     rows = []
-    values = {}
+    values: dict[str, pd.Series] = {}
     for label, m in (("value", model), ("baseline", model.unaligned())):
         sets = m.embed_cells(cells, attention_key=None)
         missing = sorted(set(paired) - set(sets.obs_names))
@@ -123,18 +166,15 @@ def _recall(
         order = pd.Index(sets.obs_names).get_indexer(paired.to_numpy())
         values[label] = recall_at_k(z_bulk, z_cells[order], k=list(k), metric="cosine")
     for cut in values["value"].index:
-        v, b = float(values["value"][cut]), float(values["baseline"][cut])
         rows.append(
             {
                 "truth": "",
                 "metric": f"recall@{cut}",
                 "subset": "bulk->cells",
                 "n": len(paired),
-                "value": v,
-                "baseline": b,
-                "change": v - b,
-                "percent_change": 100 * (v - b) / b if b else np.nan,
-                "note": "" if b else "baseline is 0: no percent change",
+                "value": float(values["value"][cut]),
+                "baseline": float(values["baseline"][cut]),
+                "note": "",
             }
         )
-    return pd.DataFrame(rows)
+    return _with_change(pd.DataFrame(rows))

@@ -60,12 +60,12 @@ class POPPY:
     --------
     >>> from cellbridge.data import pbmc_patients
     >>> from cellbridge.poppy import POPPY, POPPYConfig, sample_similarity
-    >>> data = pbmc_patients(n_patients=12, cells_per_patient=30)
-    >>> S = sample_similarity(data.cells, k=3)
+    >>> data = pbmc_patients(n_patients=16, cells_per_patient=30)
+    >>> S = sample_similarity(data.cells, k=8)
     >>> model = POPPY(POPPYConfig(cell_key="X_pca", max_epochs=1, batch_size=4))
     >>> model = model.fit(data.cells, data.pseudobulk, S, progress=False)
     >>> model.embed_bulk(data.pseudobulk).shape
-    (12, 128)
+    (16, 128)
     """
 
     def __init__(

@@ -1,0 +1,164 @@
+"""POPPY stage 1 end to end on the embedded semi-synthetic pbmc patients (Figures 2–3).
+
+Used by ``cellbridge demo``, by ``benchmarks/bench_poppy_pbmc.py`` (the full
+configuration, recorded in ``docs/benchmarks.md``) and by the tests (a small one). The
+data is **semi-synthetic** (real PBMCs, simulated patients and cohorts; see
+:func:`cellbridge.data.pbmc_patients`) and every output says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from cellbridge.data import log1p_cpm, pbmc_patients, random_tumours, stack_profiles
+from cellbridge.ontology import assign_programs, nmf_programs
+from cellbridge.poppy.config import POPPYConfig
+from cellbridge.poppy.evaluate import evaluate_alignment
+from cellbridge.poppy.model import POPPY
+from cellbridge.poppy.similarity import proportion_similarity, sample_similarity
+
+__all__ = ["PbmcAlignment", "PbmcSplit", "pbmc_alignment", "pbmc_split"]
+
+log = logging.getLogger(__name__)
+
+PROVENANCE = "semi-synthetic (real PBMCs, simulated patients/cohorts/tumours)"
+
+
+@dataclass
+class PbmcSplit:
+    """Patients split for stage 1: train on 2/3 (pseudobulk + in-silico bulk), test on 1/3.
+
+    ``bulk_test`` (held-out pseudobulk) carries ``obsp["emd"]`` (cell-type W1) and
+    ``obsp["emd_programs"]`` (W1 with NMF gene-program nodes, POPPY A.1; absent when
+    ``programs=False``); ``tumours`` are simulated tumours from the sorted panels with
+    uniform ratios (§3.4), with their ``obsp["emd"]`` (``None`` when ``n_tumours=0``).
+    """
+
+    cells_train: AnnData
+    cells_test: AnnData
+    bulk_train: AnnData
+    bulk_test: AnnData
+    similarity_train: AnnData
+    tumours: AnnData | None = field(repr=False)
+
+
+def pbmc_split(
+    *,
+    n_patients: int = 60,
+    cells_per_patient: int = 150,
+    k: int = 10,
+    n_tumours: int = 100,
+    programs: bool = True,
+    seed: int = 0,
+) -> PbmcSplit:
+    """Build the train/test split of the embedded patients (seeded).
+
+    Parameters
+    ----------
+    n_patients, cells_per_patient
+        Passed to :func:`cellbridge.data.pbmc_patients`.
+    k
+        Kernel neighbours of the training similarity (Eq. 6).
+    n_tumours
+        Simulated tumours for the §3.4 check (0: none).
+    programs
+        Also compute the held-out W1 with NMF gene-program nodes.
+    seed
+        Seed of the data, the split and the tumours.
+    """
+    data = pbmc_patients(n_patients=n_patients, cells_per_patient=cells_per_patient, seed=seed)
+    samples = np.asarray(data.pseudobulk.obs_names)
+    held = set(np.random.default_rng(seed).permutation(samples)[: n_patients // 3])
+    train = [s for s in samples if s not in held]
+    test = [s for s in samples if s in held]
+    in_train = data.cells.obs["sample"].isin(train).to_numpy()
+    cells_train, cells_test = data.cells[in_train].copy(), data.cells[~in_train].copy()
+    bulk_train = stack_profiles(
+        {
+            "pseudobulk": data.pseudobulk[train].copy(),
+            "in-silico bulk": log1p_cpm(data.insilico_bulk[train].copy()),
+        }
+    )
+    k_test = min(5, len(test) - 1)
+    bulk_test = data.pseudobulk[test].copy()
+    bulk_test.obsp["emd"] = sample_similarity(cells_test, k=k_test).obsp["emd"]
+    if programs:
+        members = assign_programs(nmf_programs(data.cells, seed=seed))
+        on_test = members.loc[cells_test.obs_names]
+        with_programs = sample_similarity(cells_test, programs=on_test, k=k_test)
+        bulk_test.obsp["emd_programs"] = with_programs.obsp["emd"]
+    tumours = None
+    if n_tumours:
+        tumours = log1p_cpm(random_tumours(data.sorted_profiles, n=n_tumours, seed=seed))
+        props = pd.DataFrame(tumours.obsm["proportions"], index=tumours.obs_names)
+        tumours.obsp["emd"] = proportion_similarity(props, k=min(5, n_tumours - 1)).obsp["emd"]
+    return PbmcSplit(
+        cells_train,
+        cells_test,
+        bulk_train,
+        bulk_test,
+        sample_similarity(cells_train, k=k),
+        tumours,
+    )
+
+
+@dataclass
+class PbmcAlignment:
+    """What :func:`pbmc_alignment` produced."""
+
+    model: POPPY
+    split: PbmcSplit
+    metrics: pd.DataFrame
+    seconds: dict[str, float]
+
+
+def pbmc_alignment(
+    config: POPPYConfig | None = None,
+    *,
+    n_patients: int = 60,
+    cells_per_patient: int = 150,
+    k: int = 10,
+    n_tumours: int = 100,
+    programs: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+) -> PbmcAlignment:
+    """Train POPPY on the embedded patients and score it like Figures 2–3.
+
+    Returns the model, the split (held-out bulk with ``obsm["X_poppy"]`` and
+    ``obsm["X_baseline"]``) and one metrics table: held-out pseudobulk (cell-type and
+    program distances, cohort silhouette, recall@k) and simulated tumours (``subset``
+    ``"tumours"``). ``config`` defaults to ``POPPYConfig(cell_key="X_pca",
+    assay_key="assay", seed=seed)`` (the patients' cells carry the real pbmc68k PCA);
+    the other arguments are those of :func:`pbmc_split`.
+    """
+    config = config or POPPYConfig(cell_key="X_pca", assay_key="assay", seed=seed)
+    t0 = time.perf_counter()
+    split = pbmc_split(
+        n_patients=n_patients,
+        cells_per_patient=cells_per_patient,
+        k=k,
+        n_tumours=n_tumours,
+        programs=programs,
+        seed=seed,
+    )
+    t1 = time.perf_counter()
+    model = POPPY(config).fit(
+        split.cells_train, split.bulk_train, split.similarity_train, progress=progress
+    )
+    t2 = time.perf_counter()
+    truth = {"cell types": "emd"} | ({"programs": "emd_programs"} if programs else {})
+    tables = [evaluate_alignment(model, split.bulk_test, cells=split.cells_test, truth_keys=truth)]
+    if split.tumours is not None:
+        tumours = evaluate_alignment(model, split.tumours, cohort_key=None)
+        tables.append(tumours.assign(subset="tumours"))
+    metrics = pd.concat(tables, ignore_index=True)
+    metrics["data"] = PROVENANCE
+    seconds = {"data": t1 - t0, "train": t2 - t1, "evaluate": time.perf_counter() - t2}
+    return PbmcAlignment(model, split, metrics, seconds)
