@@ -48,3 +48,24 @@ def test_directory_that_cannot_be_created(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(InputError, match="cannot create"):
         check_writable_dir(blocker / "sub", field="--out")
+
+
+def test_checkpoint_directory_is_replaced_whole_with_the_default_mode(tmp_path: Path) -> None:
+    import torch
+
+    from cellbridge._checkpoint import read_checkpoint, write_checkpoint
+
+    target = tmp_path / "model"
+    write_checkpoint(target, "test", {"n": 1}, {"w": torch.zeros(2)})
+    write_checkpoint(target, "test", {"n": 2}, {"w": torch.ones(3)})
+    meta, tensors = read_checkpoint(target, "test")
+    assert meta["n"] == 2 and torch.equal(tensors["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no leftovers
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o777 & ~umask
+    # fails half-way, inside the temporary directory: the previous checkpoint survives
+    with pytest.raises(AttributeError):
+        write_checkpoint(target, "test", {"n": 3}, {"w": "not a tensor"})  # type: ignore[dict-item]
+    assert read_checkpoint(target, "test")[0]["n"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

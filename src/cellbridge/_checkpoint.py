@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from cellbridge import __version__
-from cellbridge._io import check_writable_dir
+from cellbridge._io import check_writable_dir, default_mode
 from cellbridge.errors import InputError
 
 __all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "read_checkpoint", "write_checkpoint"]
@@ -50,6 +50,8 @@ def _atomic_dir(target: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
     try:
         yield tmp
+        # mkdtemp creates 0700 directories; give the output the mode mkdir() would.
+        os.chmod(tmp, default_mode(directory=True))
         old = None
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=parent))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cellbridge.errors import InputError
 
-__all__ = ["atomic_path", "check_writable_dir"]
+__all__ = ["atomic_path", "check_writable_dir", "default_mode"]
 
 
 def check_writable_dir(path: str | os.PathLike[str], *, field: str) -> Path:
@@ -25,6 +25,13 @@ def check_writable_dir(path: str | os.PathLike[str], *, field: str) -> Path:
             field, f"directory {str(out)!r} is not writable", fix="choose another output directory"
         )
     return out
+
+
+def default_mode(*, directory: bool) -> int:
+    """The mode a plain ``open()`` / ``mkdir()`` gives under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
 
 
 @contextlib.contextmanager
@@ -42,9 +49,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp_path
         # mkstemp creates 0600 files; give the output the mode a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
+        os.chmod(tmp_path, default_mode(directory=False))
         os.replace(tmp_path, target)
     finally:
         with contextlib.suppress(FileNotFoundError):

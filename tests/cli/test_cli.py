@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from cellbridge import __version__
 from cellbridge.cli.main import app
 from cellbridge.data import pbmc_patients
-from cellbridge.poppy import sample_similarity
+from cellbridge.poppy import POPPY, sample_similarity
 
 runner = CliRunner()
 
@@ -118,5 +118,19 @@ def test_demo_writes_its_outputs_and_labels_simulated_data(tmp_path: Path) -> No
     assert res["mean_w1_within_cohort"] < res["mean_w1_across_cohorts"]
     sim = anndata.read_h5ad(tmp_path / "similarity.h5ad")
     assert sim.n_obs == 60
-    png = (tmp_path / "similarity.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("similarity.png", "poppy_metrics.png", "poppy_embeddings.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    # POPPY stage 1: trained, scored on held-out patients, saved, labelled semi-synthetic
+    metrics = pd.read_csv(tmp_path / "poppy_metrics.csv", keep_default_na=False)
+    assert (metrics["data"].str.startswith("semi-synthetic")).all()
+    corr = metrics[(metrics["metric"] == "distance_spearman") & (metrics["truth"] == "cell types")]
+    corr = corr.set_index("subset")
+    for subset in ("within", "across", "all", "tumours"):
+        assert corr.loc[subset, "value"] > corr.loc[subset, "baseline"], corr
+    assert manifest["poppy"]["best_epoch"] >= 1
+    assert sorted(manifest["outputs"]) == sorted(p.name for p in tmp_path.iterdir())
+    model = POPPY.load(tmp_path / "poppy_model")
+    held_out = anndata.read_h5ad(tmp_path / "poppy_bulk.h5ad")
+    np.testing.assert_allclose(
+        model.embed_bulk(held_out.copy()), held_out.obsm["X_poppy"], rtol=1e-5, atol=1e-6
+    )

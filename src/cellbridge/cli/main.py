@@ -13,8 +13,9 @@ import typer
 from rich.console import Console
 
 from cellbridge._version import __version__
+from cellbridge.cli.demo import run_demo
 from cellbridge.cli.poppy import poppy_app
-from cellbridge.cli.similarity import run_demo, run_similarity
+from cellbridge.cli.similarity import run_similarity
 from cellbridge.errors import CellbridgeError
 
 P = ParamSpec("P")

@@ -380,7 +380,7 @@ def train(
     cells: Annotated[
         Path,
         typer.Argument(
-            help="Single cells: .h5ad (obs[sample_key], obsm[cell_key]) or a cell store "
+            help="Single cells: .h5ad (obs\\[sample_key], obsm\\[cell_key]) or a cell store "
             f"({', '.join(STORE_SUFFIXES)}; needs --bulk-key)."
         ),
     ],

@@ -1,10 +1,8 @@
-"""The work behind ``cellbridge similarity`` and ``cellbridge demo``."""
+"""The work behind ``cellbridge similarity`` (and the helpers the demo shares)."""
 
 from __future__ import annotations
 
 import json
-import platform
-import time
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -16,15 +14,10 @@ from rich.table import Table
 
 from cellbridge._checks import require_unique
 from cellbridge._io import atomic_path, check_writable_dir
-from cellbridge._version import __version__
 from cellbridge.data.readers import read_h5ad
 from cellbridge.errors import InputError
 
 out = Console()
-
-# The demo has 60 samples; the paper's k = 100 would join every pair. 15 keeps the kernel
-# local, as A.2 intends.
-DEMO_K = 15
 
 
 def read_mapping(path: Path) -> dict[str, str]:
@@ -135,61 +128,3 @@ def run_similarity(
         "obsp['similarity'] = kernel S"
     )
     return sim
-
-
-def run_demo(directory: Path, *, seed: int, n_jobs: int) -> None:
-    """The main job on the embedded data (what exists so far: the POPPY similarity)."""
-    from cellbridge.data import pbmc_patients
-    from cellbridge.plotting import plot_similarity
-    from cellbridge.poppy import sample_similarity
-
-    directory = check_writable_dir(directory, field="--out")
-    start = time.perf_counter()
-    out.print(
-        "[bold]cellbridge demo[/] on SEMI-SYNTHETIC data: 60 patients in 3 cohorts "
-        "made of real PBMCs (scanpy pbmc68k_reduced, 10 CL-mapped cell types)"
-    )
-    data = pbmc_patients(seed=seed)
-    cells, truth = data.cells, data.compositions
-    sim = sample_similarity(cells, k=DEMO_K, n_jobs=n_jobs, progress=True)
-    cohort = cells.obs.groupby("sample", observed=True)["cohort"].first()
-    sim.obs["cohort"] = cohort.reindex(sim.obs_names).astype(str).to_numpy()
-    same = sim.obs["cohort"].to_numpy()[:, None] == sim.obs["cohort"].to_numpy()[None, :]
-    D = np.asarray(sim.obsp["emd"])
-    off = ~np.eye(len(D), dtype=bool)
-    within, across = float(D[same & off].mean()), float(D[~same].mean())
-    write_h5ad(sim, directory / "similarity.h5ad")
-    with atomic_path(directory / "truth_compositions.csv") as tmp:
-        truth.to_csv(tmp)
-    fig = plot_similarity(sim, group_key="cohort")
-    with atomic_path(directory / "similarity.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    manifest = {
-        "cellbridge": __version__,
-        "python": platform.python_version(),
-        "seed": seed,
-        "data": {"cells": cells.uns["cellbridge"]["provenance"], "simulated": True},
-        "steps": [
-            "POPPY §2.1 compositions on the Cell Ontology",
-            "POPPY Eq. 1 exact ontology W1",
-            "POPPY Eq. 6 kNN diffusion kernel",
-        ],
-        "params": sim.uns["cellbridge"]["params"],
-        "ontology": sim.uns["cellbridge"]["ontology"],
-        "results": {"mean_w1_within_cohort": within, "mean_w1_across_cohorts": across},
-        "seconds": {**sim.uns["cellbridge"]["seconds"], "total": time.perf_counter() - start},
-        "outputs": ["similarity.h5ad", "similarity.png", "truth_compositions.csv"],
-    }
-    write_json(manifest, directory / "run.json")
-    out.print(summary_table(sim, "POPPY sample similarity (semi-synthetic patients)"))
-    out.print(
-        f"mean W1 within cohorts {within:.3f} vs across cohorts {across:.3f} "
-        "(cohorts share a mean composition, so within should be smaller)"
-    )
-    out.print(
-        f"wrote {directory}/: similarity.h5ad, similarity.png, truth_compositions.csv, run.json"
-    )
-    out.print(
-        "[dim]This version runs POPPY's ontology similarity (§2.1, A.2). The alignment, "
-        "phenotype head and BiRD steps join the demo as they land.[/]"
-    )

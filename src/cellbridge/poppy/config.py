@@ -19,9 +19,11 @@ __all__ = ["POPPYConfig"]
 class POPPYConfig:
     """Options of :class:`cellbridge.poppy.POPPY` (stage 1, POPPY §2.2.1–2.2.4).
 
-    The paper gives the architecture and loss but no optimiser settings; where it is
-    silent the default is a common choice for contrastive heads on frozen encoders and is
-    marked *(not in the paper)*.
+    The paper gives the architecture, the loss and the sampler but no numeric training
+    settings: every default below is a cellbridge choice (common for contrastive heads on
+    frozen encoders), not a value from the paper; the most consequential are marked
+    *(not in the paper)*. On small data (tens of samples) the validation loss of a
+    held-out handful is a poor stopping signal — see ``val_fraction``.
 
     Attributes
     ----------
@@ -47,6 +49,9 @@ class POPPYConfig:
     val_fraction
         Fraction of single-cell samples (with all bulk profiles paired to them) held out
         for validation and early stopping; ``0`` = no validation, train ``max_epochs``.
+        With few samples (e.g. 4 validation patients of 40) the validation contrastive
+        loss can rise from the first epoch while held-out distance correlations improve;
+        prefer ``0`` and a fixed ``max_epochs`` there (``docs/benchmarks.md``).
     seed
         The only source of randomness (split, sampler, cell draws, initialisation, dropout).
     cell_key

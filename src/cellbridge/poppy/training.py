@@ -201,7 +201,7 @@ def train_alignment(
             best,
             ModelCheckpoint(
                 dirpath=root,
-                filename="epoch{epoch}",
+                filename="{epoch}",
                 save_last=True,
                 save_top_k=1,
                 save_on_train_epoch_end=True,

@@ -1,0 +1,157 @@
+"""Figures of POPPY stage 1: metrics against the baseline, and the bulk embeddings."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+
+import anndata
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are written to files, never shown
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.decomposition import PCA
+
+from cellbridge.errors import InputError
+
+__all__ = ["plot_alignment_metrics", "plot_bulk_embeddings", "principal_coordinate"]
+
+_METRIC_COLUMNS = ("metric", "subset", "value", "baseline")
+_LABELS = {"X_baseline": "frozen encoder, no alignment", "X_poppy": "POPPY"}
+
+
+def plot_alignment_metrics(metrics: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """Paired bars of each metric: POPPY against its baseline (Figures 2–3).
+
+    Parameters
+    ----------
+    metrics
+        The table of :func:`cellbridge.poppy.evaluate_alignment` (or several concatenated;
+        an optional ``data`` column names the provenance and is shown in the title).
+    title
+        Figure title.
+    """
+    missing = [c for c in _METRIC_COLUMNS if c not in metrics]
+    if missing:
+        raise InputError(
+            "metrics",
+            "lacks columns",
+            values=missing,
+            fix="pass the output of cellbridge.poppy.evaluate_alignment",
+        )
+    if metrics.empty:
+        raise InputError("metrics", "is empty", fix="evaluate at least one metric")
+    truth = metrics["truth"] if "truth" in metrics else pd.Series("", index=metrics.index)
+    labels = [
+        " · ".join(str(p) for p in (m, t, s) if p)
+        for m, t, s in zip(metrics["metric"], truth, metrics["subset"], strict=True)
+    ]
+    y = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(8, 0.42 * len(labels) + 1.6), layout="constrained")
+    ax.barh(y - 0.2, metrics["baseline"], height=0.4, color="0.65", label="baseline")
+    ax.barh(y + 0.2, metrics["value"], height=0.4, color="tab:blue", label="POPPY")
+    for yi, value in zip(y, metrics["value"], strict=True):
+        ax.text(value, yi + 0.2, f" {value:.2f}", va="center", fontsize=8)
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", lw=0.6)
+    ax.set_xlabel("score (higher is better)")
+    scores = metrics[["value", "baseline"]].to_numpy(dtype=float)
+    ax.set_xlim(min(0.0, float(np.nanmin(scores))), max(1.0, float(np.nanmax(scores))) + 0.08)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    head = title or "POPPY stage 1 against the frozen encoder"
+    if "data" in metrics and metrics["data"].notna().any():
+        head += "\n" + textwrap.fill(f"data: {metrics['data'].dropna().iloc[0]}", 70)
+    ax.set_title(head, fontsize=10)
+    return fig
+
+
+def principal_coordinate(distances: np.ndarray) -> np.ndarray:
+    """First classical-MDS coordinate of a distance matrix (a 1-d summary of the truth).
+
+    Double-centres :math:`-D^2/2` and returns the leading eigenvector scaled by the square
+    root of its eigenvalue (0 when that eigenvalue is not positive).
+    """
+    D = np.asarray(distances, dtype=np.float64)
+    if D.ndim != 2 or D.shape[0] != D.shape[1] or not np.isfinite(D).all():
+        raise InputError(
+            "distances", "must be a finite square matrix", values=[D.shape], fix="pass obsp"
+        )
+    n = D.shape[0]
+    J = np.eye(n) - 1.0 / n
+    B = -0.5 * J @ (D**2) @ J
+    values, vectors = np.linalg.eigh((B + B.T) / 2)
+    top = max(float(values[-1]), 0.0)
+    coord = vectors[:, -1] * np.sqrt(top)
+    # eigh's sign is arbitrary: fix it so the largest |entry| is positive (reproducible).
+    return coord * (1.0 if coord[np.argmax(np.abs(coord))] >= 0 else -1.0)
+
+
+def plot_bulk_embeddings(
+    bulk: anndata.AnnData,
+    *,
+    keys: Sequence[str] = ("X_baseline", "X_poppy"),
+    color_key: str = "cohort",
+    truth_key: str | None = "emd",
+    title: str | None = None,
+) -> Figure:
+    """PCA of bulk embeddings side by side, coloured by cohort and by composition.
+
+    Top row: the first two principal components of each ``obsm[key]``, coloured by
+    ``obs[color_key]`` — cohorts should mix after alignment (Figure 2b–c). Bottom row
+    (when ``obsp[truth_key]`` exists): the same points coloured by the first principal
+    coordinate of the ground-truth composition distances — a smooth gradient means the
+    embedding follows composition (Figure 3).
+    """
+    for key in keys:
+        if key not in bulk.obsm:
+            raise InputError(
+                "keys", f"{key!r} is not in obsm", values=list(bulk.obsm), fix="embed first"
+            )
+    if color_key not in bulk.obs:
+        raise InputError(
+            "color_key", f"{color_key!r} is not an obs column", values=list(bulk.obs.columns)
+        )
+    if bulk.n_obs < 3:
+        raise InputError("bulk", "needs at least 3 profiles to plot", values=[bulk.n_obs])
+    with_truth = truth_key is not None and truth_key in bulk.obsp
+    rows = 2 if with_truth else 1
+    fig, axes = plt.subplots(
+        rows, len(keys), figsize=(4.6 * len(keys), 4.2 * rows), layout="constrained", squeeze=False
+    )
+    groups = bulk.obs[color_key].astype(str)
+    names = sorted(groups.unique())
+    cmap = plt.get_cmap("tab10")
+    gradient = None
+    if with_truth:
+        truth = bulk.obsp[truth_key]
+        gradient = principal_coordinate(truth.toarray() if hasattr(truth, "toarray") else truth)
+    for col, key in enumerate(keys):
+        X = np.asarray(bulk.obsm[key], dtype=np.float64)
+        xy = PCA(n_components=2, random_state=0).fit_transform(X)
+        ax = axes[0, col]
+        for i, name in enumerate(names):
+            at = (groups == name).to_numpy()
+            ax.scatter(xy[at, 0], xy[at, 1], s=22, color=cmap(i % 10), label=name)
+        ax.set_title(_LABELS.get(key, key))
+        ax.set_xlabel("PC1")
+        ax.set_ylabel("PC2")
+        if col == len(keys) - 1:
+            ax.legend(title=color_key, fontsize=8, loc="best")
+        if gradient is not None:
+            ax = axes[1, col]
+            points = ax.scatter(xy[:, 0], xy[:, 1], s=22, c=gradient, cmap="viridis")
+            ax.set_xlabel("PC1")
+            ax.set_ylabel("PC2")
+            if col == len(keys) - 1:
+                fig.colorbar(points, ax=ax, shrink=0.8, label=f"composition axis ({truth_key})")
+    head = title or f"{bulk.n_obs} bulk profiles"
+    provenance = bulk.uns.get("cellbridge", {}).get("provenance")
+    if provenance:
+        head += f"\n({str(provenance).split(':')[0]} data)"
+    fig.suptitle(head)
+    return fig
