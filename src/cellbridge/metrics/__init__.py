@@ -1,8 +1,10 @@
 """Metrics: pure array functions returning numbers or tidy DataFrames; one AnnData adapter."""
 
 from cellbridge.metrics.adapter import embedding_metrics
+from cellbridge.metrics.classification import AurocCI, auroc_with_ci
 from cellbridge.metrics.comparison import improvement
 from cellbridge.metrics.correlation import distance_correlation
+from cellbridge.metrics.enrichment import label_enrichment
 from cellbridge.metrics.integration import (
     batch_silhouette,
     batch_silhouette_per_label,
@@ -12,11 +14,14 @@ from cellbridge.metrics.integration import (
 from cellbridge.metrics.retrieval import recall_at_k
 
 __all__ = [
+    "AurocCI",
+    "auroc_with_ci",
     "batch_silhouette",
     "batch_silhouette_per_label",
     "distance_correlation",
     "embedding_metrics",
     "improvement",
+    "label_enrichment",
     "recall_at_k",
     "silhouette_label",
     "silhouette_samples",

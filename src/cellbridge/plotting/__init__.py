@@ -1,5 +1,10 @@
 """matplotlib figures; each function returns a Figure and draws nothing on screen."""
 
+from cellbridge.plotting.phenotype import (
+    plot_attribution,
+    plot_cohort_auroc,
+    plot_score_agreement,
+)
 from cellbridge.plotting.poppy import (
     plot_alignment_metrics,
     plot_bulk_embeddings,
@@ -9,7 +14,10 @@ from cellbridge.plotting.similarity import plot_similarity
 
 __all__ = [
     "plot_alignment_metrics",
+    "plot_attribution",
     "plot_bulk_embeddings",
+    "plot_cohort_auroc",
+    "plot_score_agreement",
     "plot_similarity",
     "principal_coordinate",
 ]

@@ -10,6 +10,8 @@ from cellbridge.poppy.loss import (
 from cellbridge.poppy.model import POPPY
 from cellbridge.poppy.network import POPPYNet
 from cellbridge.poppy.pbmc import PbmcAlignment, PbmcSplit, pbmc_alignment, pbmc_split
+from cellbridge.poppy.phenotype import FineTuned, PhenotypeConfig
+from cellbridge.poppy.phenotype_eval import evaluate_phenotype
 from cellbridge.poppy.sampler import CrossCohortSampler, sample_batch
 from cellbridge.poppy.similarity import (
     ontology_graph_metric,
@@ -22,13 +24,16 @@ __all__ = [
     "POPPY",
     "ContrastiveLoss",
     "CrossCohortSampler",
+    "FineTuned",
     "POPPYConfig",
     "POPPYNet",
     "PbmcAlignment",
     "PbmcSplit",
+    "PhenotypeConfig",
     "TrainingHistory",
     "contrastive_loss_terms",
     "evaluate_alignment",
+    "evaluate_phenotype",
     "multi_positive_contrastive_loss",
     "ontology_graph_metric",
     "pbmc_alignment",

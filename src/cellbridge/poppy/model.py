@@ -28,6 +28,7 @@ from cellbridge.poppy.pairs import (
     PairBatches,
     expand_similarity,
 )
+from cellbridge.poppy.phenotype import FineTuned, PhenotypeConfig, binary_labels, finetune
 from cellbridge.poppy.sampler import CrossCohortSampler
 from cellbridge.poppy.training import TrainingHistory, train_alignment
 
@@ -84,6 +85,7 @@ class POPPY:
         self.history: TrainingHistory | None = None
         self.sources: dict[str, str] = {}
         self.split: dict[str, list[str]] = {}
+        self.phenotype: FineTuned | None = None
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -329,6 +331,100 @@ class POPPY:
         other.net = fresh.eval()
         return other
 
+    # ------------------------------------------------------------------ stage 2
+    def finetune(
+        self,
+        bulk: AnnData,
+        atlas: AnnData,
+        config: PhenotypeConfig | None = None,
+        *,
+        progress: bool = True,
+    ) -> POPPY:
+        """Stage 2: fit the phenotype head over a reference atlas (§2.2.5); returns ``self``.
+
+        Each bulk profile's embedding :math:`z_b` queries the atlas cells:
+        :math:`q = W_Q z_b`, :math:`k^{(i)} = W_K x^{(i)}`,
+        :math:`\\alpha_i = \\mathrm{softmax}_i(q^\\top k^{(i)} / \\tau_{ft})`,
+        :math:`v_i = W_V x^{(i)}`, :math:`\\hat y = \\sum_i \\alpha_i v_i + b`, trained with
+        binary cross-entropy. The cell encoder stays frozen; the bulk encoder is a
+        fine-tuned copy (``config.finetune_bulk``), so :meth:`embed_bulk` is unchanged.
+
+        Parameters
+        ----------
+        bulk
+            Labelled bulk profiles (log1p-CPM, like stage 1) with ``obs[label_key]`` 0/1.
+        atlas
+            The reference cells, with the same frozen cell embedding as stage 1
+            (``obsm[cell_key]``, or expression for the PCA stand-in); their ``obs`` is kept
+            for :meth:`attribute`.
+        config
+            Options (:class:`PhenotypeConfig`).
+        progress
+            Show the progress bar.
+        """
+        self._fitted()
+        self.phenotype = finetune(self, bulk, atlas, config or PhenotypeConfig(), progress=progress)
+        return self
+
+    def _finetuned(self) -> FineTuned:
+        if self.phenotype is None:
+            raise InputError(
+                "model", "has no phenotype head", fix="call .finetune(bulk, atlas) first"
+            )
+        return self.phenotype
+
+    def predict_phenotype(
+        self, bulk: AnnData, *, key_added: str | None = "poppy_phenotype"
+    ) -> np.ndarray:
+        """Predicted probability of phenotype 1 per profile: :math:`\\sigma(\\hat y)`.
+
+        Written to ``bulk.obs[key_added]`` unless ``key_added`` is ``None``.
+        """
+        logits = self._finetuned().logits(self, bulk)
+        prob = 1.0 / (1.0 + np.exp(-logits))
+        if key_added is not None:
+            bulk.obs[key_added] = prob
+        return prob
+
+    def phenotype_attention(self, bulk: AnnData) -> np.ndarray:
+        """``(profiles, reference cells)`` attention :math:`\\alpha` (rows sum to 1)."""
+        return self._finetuned().attention(self, bulk)
+
+    def attribute(self, bulk: AnnData, *, label_key: str | None = None) -> pd.DataFrame:
+        """Per-cell attribution of the bulk predictions to the reference cells (§3.5).
+
+        Parameters
+        ----------
+        bulk
+            Profiles whose attention is aggregated (e.g. one cohort's tumours).
+        label_key
+            ``obs`` column of ``bulk`` with 0/1 labels; when given, the responder score is
+            computed. Default: the label key the head was trained with, when present.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per reference cell (the atlas ``obs`` kept at fine-tuning) plus:
+            ``value`` (:math:`v_i`), ``mean_attention`` (mean :math:`\\alpha_i` over the
+            profiles) and, with labels, ``attention_1`` / ``attention_0`` (mean over the
+            profiles labelled 1 / 0) and ``responder_score`` =
+            ``attention_1 / (attention_1 + attention_0)``: above 0.5 when profiles of
+            class 1 attend to the cell more than those of class 0 (the scale of MELD's
+            likelihood, Figure 4c).
+        """
+        tuned = self._finetuned()
+        alpha = tuned.attention(self, bulk)
+        out = tuned.reference_obs.copy()
+        out["value"] = tuned.head.cell_values(tuned.reference)[:, 0].numpy()
+        out["mean_attention"] = alpha.mean(axis=0)
+        key = label_key if label_key is not None else tuned.config.label_key
+        if label_key is not None or key in bulk.obs:
+            y = binary_labels(bulk, key).astype(bool)
+            a1, a0 = alpha[y].mean(axis=0), alpha[~y].mean(axis=0)
+            out["attention_1"], out["attention_0"] = a1, a0
+            out["responder_score"] = a1 / (a1 + a0)
+        return out
+
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write ``config.json`` + ``model.safetensors`` to the directory ``path`` (atomic)."""
@@ -357,6 +453,9 @@ class POPPY:
                 "kind": type(self.token_encoder).__name__,
                 "genes": list(self.token_encoder.genes),
             }
+        if self.phenotype is not None:
+            meta["phenotype"], extra = self.phenotype.to_checkpoint()
+            tensors.update(extra)
         return write_checkpoint(path, FORMAT, meta, tensors)
 
     @classmethod
@@ -391,6 +490,8 @@ class POPPY:
         model.token_encoder = _restore_token_encoder(
             meta.get("token_encoder"), tensors, token_encoder
         )
+        if meta.get("phenotype"):
+            model.phenotype = FineTuned.from_checkpoint(meta["phenotype"], tensors, model.net)
         return model
 
 

@@ -76,6 +76,11 @@ class ArrayCells:
         return int(self._embedding.shape[1])
 
     @property
+    def embedding(self) -> np.ndarray:
+        """``(cells, dim)`` float32 embedding, in the order of the input cells."""
+        return self._embedding
+
+    @property
     def source(self) -> str:
         """Where the embedding came from."""
         return self._source

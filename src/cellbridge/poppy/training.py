@@ -31,7 +31,7 @@ from cellbridge.poppy.config import POPPYConfig
 from cellbridge.poppy.network import POPPYNet
 from cellbridge.poppy.pairs import NumberedBatches, PairBatch, PairBatches
 
-__all__ = ["TrainingHistory", "train_alignment"]
+__all__ = ["TrainingHistory", "quiet_lightning", "train_alignment"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ _EXPECTED_WARNINGS = (
     r".*The number of training batches .* is smaller than the logging interval.*",
     r".*LeafSpec.*",
     r".*You defined a `validation_step` but have no `val_dataloader`.*",
+    r".*module\(s\) in eval mode at the start of training.*",  # frozen encoders, on purpose
 )
 
 
@@ -138,14 +139,18 @@ class _BestWeights(Callback):
 
 
 @contextlib.contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Lightning's INFO banners (devices, tips) go to DEBUG level while training runs."""
+def quiet_lightning() -> Iterator[None]:
+    """While training runs: Lightning's INFO banners (devices, tips) go to DEBUG level,
+    and its warnings about choices made here on purpose are not shown."""
     logger = logging.getLogger("lightning.pytorch")
     level = logger.level
     if not log.isEnabledFor(logging.DEBUG):
         logger.setLevel(logging.WARNING)
     try:
-        yield
+        with warnings.catch_warnings():
+            for pattern in _EXPECTED_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
     finally:
         logger.setLevel(level)
 
@@ -194,7 +199,7 @@ def train_alignment(
     """
     monitor = "val_loss" if val is not None else None
     best = _BestWeights(monitor)
-    with tempfile.TemporaryDirectory(prefix="cellbridge-poppy-") as scratch, _quiet_lightning():
+    with tempfile.TemporaryDirectory(prefix="cellbridge-poppy-") as scratch, quiet_lightning():
         root = Path(checkpoint_dir) if checkpoint_dir is not None else Path(scratch)
         root.mkdir(parents=True, exist_ok=True)
         every: list[Callback] = [
@@ -230,10 +235,7 @@ def train_alignment(
         task = _AlignmentTask(net, config)
         train_loader = _loader(*train, config.num_workers)
         val_loader = _loader(*val, config.num_workers) if val is not None else None
-        with warnings.catch_warnings():
-            for pattern in _EXPECTED_WARNINGS:
-                warnings.filterwarnings("ignore", message=pattern)
-            trainer.fit(task, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
+        trainer.fit(task, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
     if best.weights:
         task.load_state_dict(best.weights)
     history = best.history
