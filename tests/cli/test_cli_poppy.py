@@ -1,4 +1,5 @@
-"""``cellbridge poppy train|embed``: same numbers as the API, config precedence, errors."""
+"""``cellbridge poppy train|embed|finetune|attribute``: same numbers as the API, config
+precedence, errors."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import anndata
 import numpy as np
+import pandas as pd
 import pytest
 import typer
 from typer.testing import CliRunner, Result
@@ -18,7 +20,7 @@ from cellbridge.cli.main import app
 from cellbridge.cli.poppy import build_config
 from cellbridge.data import CellStore, pbmc_patients
 from cellbridge.errors import InputError
-from cellbridge.poppy import POPPY, POPPYConfig, sample_similarity
+from cellbridge.poppy import POPPY, PhenotypeConfig, POPPYConfig, sample_similarity
 
 runner = CliRunner()
 
@@ -259,3 +261,226 @@ def test_embed_errors(inputs: Inputs, model_dir: Path, tmp_path: Path) -> None:
         invoke(["poppy", "embed", str(model_dir), str(tmp_path / "b.h5ad"), "-o", str(out)])
     )
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------- stage 2
+
+FT_FAST = ["--max-epochs", "2", "--batch-size", "4", "--no-progress"]
+
+
+@dataclass
+class Tuned:
+    model: Path
+    attribution: Path
+    predictions: Path
+    finetune_stdout: str
+    attribute_stdout: str
+
+
+@pytest.fixture(scope="module")
+def tuned(inputs: Inputs, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Tuned:
+    root = tmp_path_factory.mktemp("poppy-tuned")
+    paths = Tuned(root / "tuned", root / "cells.csv", root / "pred.csv", "", "")
+    args = [str(model_dir), str(inputs.bulk), str(inputs.cells), "-o", str(paths.model)]
+    result = invoke(["poppy", "finetune", *args, *FT_FAST])
+    assert result.exit_code == 0, result.output
+    paths.finetune_stdout = result.stdout
+    args = [str(paths.model), str(inputs.bulk), "-o", str(paths.attribution)]
+    result = invoke(["poppy", "attribute", *args, "--predictions", str(paths.predictions)])
+    assert result.exit_code == 0, result.output
+    paths.attribute_stdout = result.stdout
+    return paths
+
+
+def test_the_bulk_has_both_classes(inputs: Inputs) -> None:
+    assert set(anndata.read_h5ad(inputs.bulk).obs["phenotype"]) == {0, 1}
+
+
+def test_finetune_then_attribute_match_the_api(inputs: Inputs, tuned: Tuned) -> None:
+    for needle in ("profiles", "reference cells", "360", "final train loss", "epochs run"):
+        assert needle in tuned.finetune_stdout
+    model = POPPY.load(tuned.model)
+    assert model.phenotype is not None
+    assert len(model.phenotype.history) == 2
+    assert model.phenotype.config == PhenotypeConfig(max_epochs=2, batch_size=4)
+    bulk = anndata.read_h5ad(inputs.bulk)
+
+    predicted = pd.read_csv(tuned.predictions, index_col=0)
+    assert list(predicted.index) == list(bulk.obs_names)
+    np.testing.assert_allclose(
+        predicted["probability"], model.predict_phenotype(bulk, key_added=None), rtol=1e-6
+    )
+    assert list(predicted["phenotype"]) == list(bulk.obs["phenotype"])
+
+    written = pd.read_csv(tuned.attribution, index_col=0)
+    expected = model.attribute(bulk)
+    assert written.shape[0] == anndata.read_h5ad(inputs.cells).n_obs
+    assert list(written.index) == list(expected.index)
+    for column in ("value", "mean_attention", "attention_1", "attention_0", "responder_score"):
+        np.testing.assert_allclose(written[column], expected[column], rtol=1e-6, atol=1e-12)
+    assert list(written["cell_type"]) == list(expected["cell_type"].astype(str))
+    assert "responder score" in tuned.attribute_stdout
+    best = written.groupby("cell_type")["responder_score"].mean().idxmax()
+    assert str(best) in tuned.attribute_stdout
+
+
+def test_attribute_with_another_label_key(inputs: Inputs, tuned: Tuned, tmp_path: Path) -> None:
+    bulk = anndata.read_h5ad(inputs.bulk)
+    bulk.obs["flipped"] = 1 - bulk.obs["phenotype"]
+    bulk.obs = bulk.obs.drop(columns="phenotype")
+    path = tmp_path / "bulk.h5ad"
+    bulk.write_h5ad(path)
+    out = tmp_path / "cells.csv"
+    result = invoke(["poppy", "attribute", str(tuned.model), str(path), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "responder_score" not in pd.read_csv(out).columns  # no labels: no score
+    args = ["poppy", "attribute", str(tuned.model), str(path), "-o", str(out)]
+    result = invoke([*args, "--label-key", "flipped"])
+    assert result.exit_code == 0, result.output
+    flipped = pd.read_csv(out, index_col=0)["responder_score"]
+    original = pd.read_csv(tuned.attribution, index_col=0)["responder_score"]
+    np.testing.assert_allclose(flipped, 1 - original, rtol=1e-6)
+
+
+def test_finetune_config_file_and_command_line(
+    inputs: Inputs, model_dir: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "ft.toml"
+    config.write_text(
+        "[finetune]\nmax_epochs = 2\nbatch_size = 6\nquery_dim = 16\nseed = 3\n"
+        'reference = "poppy"\nmax_reference_cells = 50\n'
+    )
+    out = tmp_path / "tuned"
+    args = [str(model_dir), str(inputs.bulk), str(inputs.cells), "-o", str(out)]
+    overrides = ["--batch-size", "4", "--query-dim", "8", "--temperature", "0.5", "--freeze-bulk"]
+    result = invoke(["poppy", "finetune", *args, "--config", str(config), *overrides])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "config.json").read_text())["phenotype"]["config"]
+    assert saved["max_epochs"] == 2 and saved["seed"] == 3  # from the file
+    assert saved["reference"] == "poppy" and saved["max_reference_cells"] == 50
+    assert saved["batch_size"] == 4 and saved["query_dim"] == 8  # command line wins
+    assert saved["temperature"] == 0.5 and saved["finetune_bulk"] is False
+    assert saved["learning_rate"] == PhenotypeConfig().learning_rate  # default
+    model = POPPY.load(out)
+    assert model.phenotype is not None and len(model.phenotype.history) == 2
+    assert model.phenotype.reference.shape[0] == 50
+    # 'none' on the command line beats a value in the file
+    out2 = tmp_path / "tuned2"
+    args = [str(model_dir), str(inputs.bulk), str(inputs.cells), "-o", str(out2)]
+    extra = ["--max-reference-cells", "none", "--max-epochs", "1", "--no-progress"]
+    result = invoke(["poppy", "finetune", *args, "--config", str(config), *extra])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out2 / "config.json").read_text())["phenotype"]["config"]
+    assert saved["max_reference_cells"] is None and saved["max_epochs"] == 1
+
+
+def test_finetune_write_config_prints_the_defaults_as_toml(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["poppy", "finetune", "--write-config"])
+    assert result.exit_code == 0, result.output
+    table = tomllib.loads(result.stdout)["finetune"]
+    defaults = PhenotypeConfig().to_dict()
+    assert table == {k: v for k, v in defaults.items() if v is not None}
+    assert all(f"# {k} =" in result.stdout for k, v in defaults.items() if v is None)
+    path = tmp_path / "ft.toml"
+    path.write_text(result.stdout)
+    assert PhenotypeConfig.from_file(path) == PhenotypeConfig()
+    assert "[poppy]" in runner.invoke(app, ["poppy", "train", "--write-config"]).stdout
+
+
+def test_every_finetune_config_field_is_an_option() -> None:
+    command = typer.main.get_command(app)
+    finetune = command.commands["poppy"].commands["finetune"]  # type: ignore[attr-defined]
+    options = {opt for param in finetune.params for opt in param.opts}
+    names = {f.name for f in fields(PhenotypeConfig)} - {"finetune_bulk"}
+    assert {"--" + name.replace("_", "-") for name in names} <= options
+    assert {"--finetune-bulk", "--freeze-bulk"} <= {
+        opt for param in finetune.params for opt in (*param.opts, *param.secondary_opts)
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "config_text", "needle"),
+    [
+        ([], "[finetune]\nmax_epoch = 2\n", "max_epoch"),
+        ([], "[finetune]\nreference = 'atlas'\n", "reference"),
+        (["--query-dim", "0"], None, "--query-dim"),
+        (["--temperature", "warm"], None, "--temperature"),
+        (["--max-reference-cells", "lots"], None, "--max-reference-cells"),
+        (["--accelerator", "gpux"], None, "gpux"),
+        (["--label-key", "response"], None, "response"),
+        (["--cohort-key", "cohort"], None, "--evaluate"),
+    ],
+)
+def test_bad_finetune_options_give_one_line_and_no_model(
+    inputs: Inputs,
+    model_dir: Path,
+    tmp_path: Path,
+    extra: list[str],
+    config_text: str | None,
+    needle: str,
+) -> None:
+    out = tmp_path / "tuned"
+    args = [str(model_dir), str(inputs.bulk), str(inputs.cells), "-o", str(out)]
+    if config_text is not None:
+        (tmp_path / "c.toml").write_text(config_text)
+        extra = [*extra, "--config", str(tmp_path / "c.toml")]
+    line = one_line_error(invoke(["poppy", "finetune", *args, *FT_FAST, *extra]))
+    assert needle in line
+    assert not out.exists()
+
+
+def test_finetune_refuses_a_bulk_with_one_class(
+    inputs: Inputs, model_dir: Path, tmp_path: Path
+) -> None:
+    bulk = anndata.read_h5ad(inputs.bulk)
+    one = bulk[bulk.obs["phenotype"] == 1].copy()
+    path = tmp_path / "ones.h5ad"
+    one.write_h5ad(path)
+    out = tmp_path / "tuned"
+    args = [str(model_dir), str(path), str(inputs.cells), "-o", str(out), *FT_FAST]
+    assert "single class" in one_line_error(invoke(["poppy", "finetune", *args]))
+    assert not out.exists()
+
+
+def test_attribute_errors(inputs: Inputs, model_dir: Path, tuned: Tuned, tmp_path: Path) -> None:
+    out = tmp_path / "cells.csv"
+    # a stage-1 model has no head
+    line = one_line_error(
+        invoke(["poppy", "attribute", str(model_dir), str(inputs.bulk), "-o", str(out)])
+    )
+    assert "phenotype head" in line
+    base = ["poppy", "attribute", str(tuned.model), str(inputs.bulk)]
+    line = one_line_error(invoke([*base, "-o", str(out), "--label-key", "response"]))
+    assert "response" in line
+    assert ".csv" in one_line_error(invoke([*base, "-o", str(tmp_path / "cells.h5ad")]))
+    assert "--predictions" in one_line_error(
+        invoke([*base, "-o", str(out), "--predictions", str(out)])
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_finetune_evaluate_writes_the_loco_table(
+    inputs: Inputs, model_dir: Path, tmp_path: Path
+) -> None:
+    bulk = anndata.read_h5ad(inputs.bulk)
+    # cohort1 of this draw has a single class: leave-one-cohort-out needs both everywhere
+    two = bulk[bulk.obs["cohort"] != "cohort1"].copy()
+    assert all(g.nunique() == 2 for _, g in two.obs.groupby("cohort", observed=True)["phenotype"])
+    path = tmp_path / "bulk.h5ad"
+    two.write_h5ad(path)
+    out = tmp_path / "tuned"
+    args = [str(model_dir), str(path), str(inputs.cells), "-o", str(out), "--evaluate"]
+    result = invoke(["poppy", "finetune", *args, "--max-epochs", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "tuned.loco.csv")
+    assert len(table) == 2 * 3
+    assert set(table["cohort"]) == {"cohort0", "cohort2"}
+    assert table["method"].nunique() == 3
+    assert "leave-one-cohort-out" in result.stdout
+    assert POPPY.load(out).phenotype is not None
+    # the full bulk has a one-class cohort: refused before anything is written
+    out2 = tmp_path / "tuned2"
+    args = [str(model_dir), str(inputs.bulk), str(inputs.cells), "-o", str(out2), "--evaluate"]
+    line = one_line_error(invoke(["poppy", "finetune", *args, *FT_FAST]))
+    assert "cohort1" in line
+    assert not out2.exists() and not (tmp_path / "tuned2.loco.csv").exists()

@@ -1,4 +1,4 @@
-"""``cellbridge poppy train|embed``: POPPY stage 1 (POPPY §2.2) from the command line.
+"""``cellbridge poppy train|embed|finetune|attribute``: POPPY (§2.2) from the command line.
 
 ``train`` builds a :class:`~cellbridge.poppy.POPPYConfig` from, in increasing precedence,
 its defaults, a config file (``--config``, TOML ``[poppy]`` table or JSON) and the options
@@ -6,6 +6,11 @@ given on the command line, fits :class:`~cellbridge.poppy.POPPY` and saves the m
 directory (``config.json`` + ``model.safetensors``, written atomically; the config, the
 split and the training history live in ``config.json``). ``embed`` loads such a directory
 and writes bulk (and optionally cell-set) embeddings.
+
+``finetune`` (stage 2, §2.2.5) builds a :class:`~cellbridge.poppy.PhenotypeConfig` the same
+way (TOML ``[finetune]`` table), fits the phenotype head of a stage-1 model over a reference
+atlas and saves the fine-tuned model directory; ``attribute`` writes the per-cell
+attribution of a fine-tuned model (and optionally its per-profile predictions) as CSV.
 """
 
 from __future__ import annotations
@@ -20,14 +25,17 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, get_args, get_type_hints
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from cellbridge._io import atomic_path
 from cellbridge.cli.similarity import write_h5ad
 from cellbridge.data.readers import read_h5ad
 from cellbridge.errors import InputError
-from cellbridge.poppy.config import POPPYConfig
+from cellbridge.poppy.config import Options, POPPYConfig
+from cellbridge.poppy.phenotype import PhenotypeConfig
 
 if TYPE_CHECKING:
     import anndata
@@ -35,10 +43,20 @@ if TYPE_CHECKING:
     from cellbridge.data import CellStore
     from cellbridge.poppy import POPPY
 
-__all__ = ["poppy_app", "render_config_toml", "run_embed", "run_train"]
+__all__ = [
+    "build_config",
+    "build_finetune_config",
+    "poppy_app",
+    "render_config_toml",
+    "run_attribute",
+    "run_embed",
+    "run_finetune",
+    "run_train",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+ConfigT = TypeVar("ConfigT", bound=Options)
 
 out = Console()
 
@@ -53,7 +71,8 @@ _NONE_NOTE = f" Give '{NONE_WORD}' for None."
 
 poppy_app = typer.Typer(
     name="poppy",
-    help="POPPY stage 1: align bulk profiles and single-cell samples (train, embed).",
+    help="POPPY: align bulk profiles and single-cell samples (train, embed), then predict "
+    "a phenotype over a reference atlas (finetune, attribute).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -75,9 +94,9 @@ def _friendly(fn: Callable[P, R]) -> Callable[P, R]:
 # ---------------------------------------------------------------------------- config
 
 
-def _field_docs() -> dict[str, str]:
-    """Each attribute's description in :class:`POPPYConfig`'s docstring, as plain text."""
-    doc = POPPYConfig.__doc__ or ""
+def _field_docs(cls: type[Options] = POPPYConfig) -> dict[str, str]:
+    """Each attribute's description in the docstring of ``cls``, as plain text."""
+    doc = cls.__doc__ or ""
     body = doc.split("Attributes\n    ----------\n", 1)[-1]
     docs: dict[str, str] = {}
     names: list[str] = []
@@ -104,33 +123,60 @@ def _plain(text: str) -> str:
     return text.replace("``", "").replace("`", "").replace("*", "").rstrip(".")
 
 
-FIELD_DOCS = _field_docs()
-_HINTS = get_type_hints(POPPYConfig)
+FIELD_DOCS = _field_docs(POPPYConfig)
+
+#: Per config table (``SECTION``): field descriptions and type hints.
+_DOCS = {cls.SECTION: _field_docs(cls) for cls in (POPPYConfig, PhenotypeConfig)}
+_HINTS = {cls.SECTION: get_type_hints(cls) for cls in (POPPYConfig, PhenotypeConfig)}
 
 
-def _help(name: str) -> str:
-    default = getattr(POPPYConfig(), name)
-    nullable = type(None) in get_args(_HINTS[name])
+def _docs(cls: type[Options]) -> dict[str, str]:
+    return _DOCS[cls.SECTION] if cls.SECTION in _DOCS else _field_docs(cls)
+
+
+def _hints(cls: type[Options]) -> dict[str, Any]:
+    return _HINTS[cls.SECTION] if cls.SECTION in _HINTS else get_type_hints(cls)
+
+
+#: Per config table: what its options configure and the command that reads them.
+_TABLES = {
+    POPPYConfig.SECTION: ("POPPY stage-1 options", "train"),
+    PhenotypeConfig.SECTION: ("POPPY stage-2 (phenotype head) options", "finetune"),
+}
+
+
+def _help(name: str, cls: type[Options] = POPPYConfig) -> str:
+    default = getattr(cls(), name)
+    nullable = type(None) in get_args(_hints(cls)[name])
     shown = NONE_WORD if default is None else default
     note = _NONE_NOTE if nullable else ""
-    return f"{FIELD_DOCS.get(name, name)}.{note} \\[default: {shown}]"
+    return f"{_docs(cls).get(name, name)}.{note} \\[default: {shown}]"
 
 
-def render_config_toml(config: POPPYConfig | None = None) -> str:
-    """A TOML ``[poppy]`` table of every option of ``config`` (default: the defaults).
+def _ft_help(name: str) -> str:
+    return _help(name, PhenotypeConfig)
 
-    TOML has no null: an option whose value is None is written as a comment and thus
-    left out of the table; leaving it out of a config file keeps its default.
+
+def render_config_toml(config: Options | None = None) -> str:
+    """A TOML table of every option of ``config`` (default: the stage-1 defaults).
+
+    The table is ``config.SECTION``: ``[poppy]`` for :class:`POPPYConfig`, ``[finetune]``
+    for :class:`PhenotypeConfig`. TOML has no null: an option whose value is None is
+    written as a comment and thus left out of the table; leaving it out of a config file
+    keeps its default.
     """
     config = config if config is not None else POPPYConfig()
+    section = config.SECTION
+    title, command = _TABLES.get(section, ("POPPY options", "train"))
+    docs = _docs(type(config))
     lines = [
-        "# POPPY stage-1 options: cellbridge poppy train ... --config THIS_FILE",
+        f"# {title}: cellbridge poppy {command} ... --config THIS_FILE",
         "# Command-line options override these values. Options set to None have no TOML",
         "# value: they are commented out, and leaving them out keeps None.",
-        "[poppy]",
+        f"[{section}]",
     ]
     for name, value in config.to_dict().items():
-        doc = textwrap.wrap(FIELD_DOCS.get(name, name), width=86)
+        doc = textwrap.wrap(docs.get(name, name), width=86)
         lines += ["", *(f"# {line}" for line in doc)]
         if value is None:
             lines.append(f"# {name} = (unset: None)")
@@ -147,21 +193,27 @@ def _toml_value(value: object) -> str:
     return json.dumps(str(value))  # a TOML basic string
 
 
-def _parse_value(name: str, raw: object) -> object:
-    """Turn a command-line string into the type of config field ``name``."""
+def _parse_value(name: str, raw: object, cls: type[Options] = POPPYConfig) -> object:
+    """Turn a command-line string into the type of field ``name`` of ``cls``."""
     option = "--" + name.replace("_", "-")
-    args = get_args(_HINTS[name])
+    args = get_args(_hints(cls)[name])
     if not isinstance(raw, str):
         return raw  # typed by typer already
-    if type(None) in args and raw.strip().lower() == NONE_WORD:
+    nullable = type(None) in args
+    if nullable and raw.strip().lower() == NONE_WORD:
         return None
+    or_none = f" or '{NONE_WORD}'" if nullable else ""
     if int in args:
         if re.fullmatch(r"[+-]?\d+", raw.strip()):
             return int(raw)
         if str in args:  # e.g. devices: 2 or "auto"
             return raw
-        expected = "an integer" + (f" or '{NONE_WORD}'" if type(None) in args else "")
-        raise InputError(option, f"must be {expected}", values=[raw])
+        raise InputError(option, f"must be an integer{or_none}", values=[raw])
+    if float in args:
+        try:
+            return float(raw)
+        except ValueError:
+            raise InputError(option, f"must be a number{or_none}", values=[raw]) from None
     return raw
 
 
@@ -170,11 +222,24 @@ def build_config(config_file: Path | None, overrides: dict[str, object]) -> POPP
 
     ``overrides`` maps field names to values; ``None`` means "not given" and is skipped.
     """
-    base = POPPYConfig.from_file(config_file) if config_file is not None else POPPYConfig()
-    given = {k: _parse_value(k, v) for k, v in overrides.items() if v is not None}
+    return _build_options(POPPYConfig, config_file, overrides)
+
+
+def build_finetune_config(
+    config_file: Path | None, overrides: dict[str, object]
+) -> PhenotypeConfig:
+    """:func:`build_config` for stage 2: a :class:`PhenotypeConfig` (``[finetune]`` table)."""
+    return _build_options(PhenotypeConfig, config_file, overrides)
+
+
+def _build_options(
+    cls: type[ConfigT], config_file: Path | None, overrides: dict[str, object]
+) -> ConfigT:
+    base = cls.from_file(config_file) if config_file is not None else cls()
+    given = {k: _parse_value(k, v, cls) for k, v in overrides.items() if v is not None}
     values = {**base.to_dict(), **given}
     try:
-        config = POPPYConfig.from_dict(values, field="options")
+        config = cls.from_dict(values, field="options")
         _check_lightning_names(config)
     except InputError as err:
         if err.field in given:  # name the option the user typed
@@ -184,19 +249,19 @@ def build_config(config_file: Path | None, overrides: dict[str, object]) -> POPP
     return config
 
 
-def _check_lightning_names(config: POPPYConfig) -> None:
+def _check_lightning_names(config: Options) -> None:
     """Refuse accelerator/strategy names Lightning does not know, before any data is read."""
     from lightning.pytorch.accelerators import AcceleratorRegistry
     from lightning.pytorch.strategies import StrategyRegistry
 
+    accelerator = getattr(config, "accelerator", "auto")
     accelerators = {"auto", "gpu", *AcceleratorRegistry.available_accelerators()}
-    if config.accelerator not in accelerators:
-        raise InputError(
-            "accelerator", "unknown", values=[config.accelerator], fix=_one_of(accelerators)
-        )
+    if accelerator not in accelerators:
+        raise InputError("accelerator", "unknown", values=[accelerator], fix=_one_of(accelerators))
+    strategy = getattr(config, "strategy", "auto")
     strategies = {"auto", *StrategyRegistry.available_strategies()}
-    if config.strategy not in strategies:
-        raise InputError("strategy", "unknown", values=[config.strategy], fix=_one_of(strategies))
+    if strategy not in strategies:
+        raise InputError("strategy", "unknown", values=[strategy], fix=_one_of(strategies))
 
 
 def _one_of(names: set[str]) -> str:
@@ -365,12 +430,179 @@ def run_embed(
     out.print(table)
 
 
+def loco_path(output: Path) -> Path:
+    """Where ``finetune --evaluate`` writes its table: ``OUTPUT``'s sibling ``OUTPUT.loco.csv``."""
+    return output.with_name(f"{output.name}.loco.csv")
+
+
+def run_finetune(
+    model_dir: Path,
+    bulk_path: Path,
+    atlas_path: Path,
+    output: Path,
+    *,
+    config: PhenotypeConfig,
+    progress: bool = True,
+    evaluate: bool = False,
+    cohort_key: str = "cohort",
+) -> POPPY:
+    """Load a stage-1 model, fit its phenotype head, save the model directory.
+
+    With ``evaluate``, first run :func:`cellbridge.poppy.evaluate_phenotype` (leave one
+    cohort out, the stage-1 model as it was loaded) and write :func:`loco_path`.
+    """
+    from cellbridge.poppy import POPPY, evaluate_phenotype
+
+    _check_model_output(output)
+    evaluation_path = loco_path(output)
+    if evaluate:
+        _check_output(evaluation_path, "--evaluate", suffix=".csv")
+    if not cohort_key:
+        raise InputError("--cohort-key", "must not be empty")
+    model = POPPY.load(model_dir)
+    bulk = read_h5ad(bulk_path, field="bulk")
+    atlas = read_h5ad(atlas_path, field="atlas")
+    evaluation = (
+        evaluate_phenotype(model, bulk, atlas, config, cohort_key=cohort_key, progress=progress)
+        if evaluate
+        else None
+    )
+    model.finetune(bulk, atlas, config, progress=progress)
+    model.save(output)
+    out.print(finetune_summary(model, bulk, atlas_path, output))
+    out.print(f"wrote {output}/: config.json (stage-1 and stage-2 options) + model.safetensors")
+    if evaluation is not None:
+        write_csv(evaluation, evaluation_path, index=False)
+        out.print(evaluation_summary(evaluation, evaluation_path))
+    return model
+
+
+def finetune_summary(model: POPPY, bulk: anndata.AnnData, atlas_path: Path, output: Path) -> Table:
+    """The numbers a person checks first after fine-tuning."""
+    tuned = model.phenotype
+    assert tuned is not None  # set by finetune
+    cfg = tuned.config
+    labels = bulk.obs[cfg.label_key].astype(float).to_numpy()
+    table = Table(title=f"cellbridge poppy finetune: {output.name}", show_header=False)
+    rows = [
+        ("profiles", f"{bulk.n_obs} bulk ({int(labels.sum())} with {cfg.label_key} = 1)"),
+        ("reference cells", f"{tuned.reference.shape[0]} from {atlas_path.name}"),
+        ("reference", f"{cfg.reference} ({tuned.reference.shape[1]} dims)"),
+        ("bulk encoder", "fine-tuned" if cfg.finetune_bulk else "frozen"),
+    ]
+    if tuned.history:
+        rows += [
+            ("epochs run", f"{len(tuned.history)}"),
+            ("final train loss", f"{tuned.history[-1]:.4f} (first epoch {tuned.history[0]:.4f})"),
+        ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def evaluation_summary(evaluation: pd.DataFrame, path: Path) -> Table:
+    """Mean leave-one-cohort-out AUROC per method, in the order evaluated."""
+    table = Table(title=f"leave-one-cohort-out AUROC -> {path}")
+    table.add_column("method")
+    table.add_column("mean AUROC", justify="right")
+    table.add_column("per cohort", justify="right")
+    for method, rows in evaluation.groupby("method", sort=False):
+        per = ", ".join(f"{c}: {a:.2f}" for c, a in zip(rows["cohort"], rows["auroc"], strict=True))
+        table.add_row(str(method), f"{rows['auroc'].mean():.3f}", per)
+    return table
+
+
+def write_csv(frame: pd.DataFrame, path: Path, *, index: bool = True) -> None:
+    """Write CSV atomically; a nameless index is written under the label ``"id"``."""
+    label = str(frame.index.name) if frame.index.name is not None else "id"
+    with atomic_path(path) as tmp:
+        if index:
+            frame.to_csv(tmp, index_label=label)
+        else:
+            frame.to_csv(tmp, index=False)
+
+
+#: Cell types listed by ``attribute``'s summary.
+TOP_CELL_TYPES = 5
+
+
+def run_attribute(
+    model_dir: Path,
+    bulk_path: Path,
+    output: Path,
+    *,
+    label_key: str | None = None,
+    predictions: Path | None = None,
+) -> pd.DataFrame:
+    """Load a fine-tuned model, write the per-cell attribution (and predictions) as CSV."""
+    from cellbridge.poppy import POPPY
+
+    _check_output(output, "--output", suffix=".csv")
+    if predictions is not None:
+        _check_output(predictions, "--predictions", suffix=".csv")
+        if predictions.absolute() == output.absolute():
+            raise InputError("--predictions", "must differ from --output")
+    if label_key is not None and not label_key:
+        raise InputError("--label-key", "must not be empty")
+    model = POPPY.load(model_dir)
+    bulk = read_h5ad(bulk_path, field="bulk")
+    attribution = model.attribute(bulk, label_key=label_key)  # refuses a model with no head
+    predicted = None
+    if predictions is not None:
+        probability = model.predict_phenotype(bulk, key_added=None)
+        predicted = pd.DataFrame({"probability": probability}, index=bulk.obs_names.astype(str))
+        predicted.index.name = bulk.obs_names.name or "profile"
+        assert model.phenotype is not None  # attribute refused otherwise
+        key = label_key if label_key is not None else model.phenotype.config.label_key
+        if key in bulk.obs:
+            predicted[key] = bulk.obs[key].to_numpy()
+    write_csv(attribution, output)
+    table = Table(title=f"cellbridge poppy attribute: {model_dir.name}", show_header=False)
+    table.add_row("reference cells", f"{attribution.shape[0]} -> {output}")
+    if predicted is not None and predictions is not None:
+        write_csv(predicted, predictions)
+        table.add_row("profiles", f"{predicted.shape[0]} predictions -> {predictions}")
+    out.print(table)
+    if {"responder_score", "cell_type"} <= set(attribution.columns):
+        out.print(top_cell_types(attribution))
+    return attribution
+
+
+def top_cell_types(attribution: pd.DataFrame, n: int = TOP_CELL_TYPES) -> Table:
+    """The cell types with the highest mean responder score."""
+    grouped = attribution.groupby("cell_type", observed=True, sort=False)
+    summary = pd.DataFrame(
+        {
+            "cells": grouped.size(),
+            "responder_score": grouped["responder_score"].mean(),
+            "mean_attention": grouped["mean_attention"].mean(),
+        }
+    ).sort_values("responder_score", ascending=False)
+    table = Table(title=f"top {min(n, len(summary))} cell types by mean responder score")
+    for column in ("cell type", "cells", "responder score", "mean attention"):
+        table.add_column(column, justify="left" if column == "cell type" else "right")
+    for name, row in summary.head(n).iterrows():
+        table.add_row(
+            str(name),
+            str(int(row["cells"])),
+            f"{row['responder_score']:.3f}",
+            f"{row['mean_attention']:.2e}",
+        )
+    return table
+
+
 # ---------------------------------------------------------------------------- commands
 
 
 def _write_config(value: bool) -> None:
     if value:
-        typer.echo(render_config_toml(), nl=False)
+        typer.echo(render_config_toml(POPPYConfig()), nl=False)
+        raise typer.Exit()
+
+
+def _write_finetune_config(value: bool) -> None:
+    if value:
+        typer.echo(render_config_toml(PhenotypeConfig()), nl=False)
         raise typer.Exit()
 
 
@@ -491,3 +723,128 @@ def embed(
 ) -> None:
     """Embed bulk profiles (and cell sets) with a trained POPPY model (unit-norm rows)."""
     run_embed(model, bulk, output, key=key, cells_path=cells, cells_output=cells_output)
+
+
+@poppy_app.command()
+@_friendly
+def finetune(
+    model: Annotated[Path, typer.Argument(help="Model directory from `cellbridge poppy train`.")],
+    bulk: Annotated[
+        Path,
+        typer.Argument(help="Labelled bulk profiles .h5ad (log1p-CPM; obs\\[label_key] 0/1)."),
+    ],
+    atlas: Annotated[
+        Path,
+        typer.Argument(
+            help="Reference cells .h5ad with the stage-1 cell embedding in obsm (their obs, "
+            "e.g. cell_type, is kept for `cellbridge poppy attribute`)."
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Fine-tuned model directory to write (replaced).")
+    ],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="TOML (\\[finetune] table) or JSON file of options; command-line options win.",
+        ),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+    evaluate: Annotated[
+        bool,
+        typer.Option(
+            "--evaluate",
+            help="Also run the leave-one-cohort-out evaluation (POPPY, POPPY w/o stage 1, bulk "
+            "encoder + head) from the loaded model; writes OUTPUT.loco.csv next to OUTPUT.",
+        ),
+    ] = False,
+    cohort_key: Annotated[
+        str | None,
+        typer.Option(help="obs column of the cohorts, for --evaluate. \\[default: cohort]"),
+    ] = None,
+    write_config: Annotated[
+        bool,
+        typer.Option(
+            "--write-config",
+            callback=_write_finetune_config,
+            is_eager=True,
+            help="Print a TOML \\[finetune] table of all defaults and exit (options whose "
+            "default is None are commented out: TOML has no null).",
+        ),
+    ] = False,
+    label_key: Annotated[str | None, typer.Option(help=_ft_help("label_key"))] = None,
+    reference: Annotated[str | None, typer.Option(help=_ft_help("reference"))] = None,
+    max_reference_cells: Annotated[
+        str | None, typer.Option(metavar="INTEGER|none", help=_ft_help("max_reference_cells"))
+    ] = None,
+    query_dim: Annotated[int | None, typer.Option(help=_ft_help("query_dim"))] = None,
+    temperature: Annotated[
+        str | None, typer.Option(metavar="FLOAT|none", help=_ft_help("temperature"))
+    ] = None,
+    finetune_bulk: Annotated[
+        bool | None,
+        typer.Option("--finetune-bulk/--freeze-bulk", help=_ft_help("finetune_bulk")),
+    ] = None,
+    learning_rate: Annotated[float | None, typer.Option(help=_ft_help("learning_rate"))] = None,
+    weight_decay: Annotated[float | None, typer.Option(help=_ft_help("weight_decay"))] = None,
+    batch_size: Annotated[int | None, typer.Option(help=_ft_help("batch_size"))] = None,
+    max_epochs: Annotated[int | None, typer.Option(help=_ft_help("max_epochs"))] = None,
+    chunk_size: Annotated[int | None, typer.Option(help=_ft_help("chunk_size"))] = None,
+    seed: Annotated[int | None, typer.Option(help=_ft_help("seed"))] = None,
+    accelerator: Annotated[str | None, typer.Option(help=_ft_help("accelerator"))] = None,
+    devices: Annotated[
+        str | None, typer.Option(metavar="INTEGER|TEXT", help=_ft_help("devices"))
+    ] = None,
+) -> None:
+    """Fit POPPY stage 2: a phenotype head over a reference atlas; save the model.
+
+    Options: defaults < --config file < the options given here.
+    """
+    given: dict[str, Any] = dict(locals())
+    overrides = {f.name: given[f.name] for f in fields(PhenotypeConfig)}
+    if cohort_key is not None and not evaluate:
+        raise InputError("--cohort-key", "is only used with --evaluate")
+    cfg = build_finetune_config(config, overrides)
+    run_finetune(
+        model,
+        bulk,
+        atlas,
+        output,
+        config=cfg,
+        progress=progress,
+        evaluate=evaluate,
+        cohort_key=cohort_key if cohort_key is not None else "cohort",
+    )
+
+
+@poppy_app.command()
+@_friendly
+def attribute(
+    model: Annotated[
+        Path, typer.Argument(help="Fine-tuned model directory from `cellbridge poppy finetune`.")
+    ],
+    bulk: Annotated[Path, typer.Argument(help="Bulk profiles .h5ad whose attention is summed.")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output .csv: one row per reference cell (its atlas obs, value, "
+            "mean_attention; with labels attention_1, attention_0, responder_score).",
+        ),
+    ],
+    label_key: Annotated[
+        str | None,
+        typer.Option(
+            help="obs column of BULK with 0/1 labels for the responder score. "
+            "\\[default: the fine-tuning label_key, when BULK has it]"
+        ),
+    ] = None,
+    predictions: Annotated[
+        Path | None,
+        typer.Option(help="Also write each profile's predicted probability of phenotype 1 (.csv)."),
+    ] = None,
+) -> None:
+    """Attribute a fine-tuned model's predictions to its reference cells (CSV)."""
+    run_attribute(model, bulk, output, label_key=label_key, predictions=predictions)
