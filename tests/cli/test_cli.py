@@ -129,6 +129,21 @@ def test_demo_writes_its_outputs_and_labels_simulated_data(tmp_path: Path) -> No
         assert corr.loc[subset, "value"] > corr.loc[subset, "baseline"], corr
     assert manifest["poppy"]["best_epoch"] >= 1
     assert sorted(manifest["outputs"]) == sorted(p.name for p in tmp_path.iterdir())
+    # POPPY stage 2: leave-one-cohort-out for three methods, attribution, the saved head
+    loco = pd.read_csv(tmp_path / "phenotype_loco.csv")
+    assert loco.groupby("cohort")["method"].nunique().eq(3).all() and len(loco) == 9
+    assert (loco.loc[loco["method"] == "POPPY", "auroc"] > 0.6).all(), loco
+    assert (loco["data"].str.startswith("semi-synthetic")).all()
+    by_type = pd.read_csv(tmp_path / "attribution_by_cell_type.csv", index_col=0)
+    causal = manifest["poppy_phenotype"]["causal_types"]
+    top_by_labels = by_type.sort_values("mean_label_enrichment", ascending=False).index[:3]
+    assert set(causal) <= set(top_by_labels)
+    tuned = POPPY.load(tmp_path / "phenotype_model")
+    attribution = pd.read_csv(tmp_path / "attribution.csv", index_col=0)
+    assert tuned.phenotype is not None
+    assert len(attribution) == tuned.phenotype.reference.shape[0]
+    for name in ("phenotype_auroc.png", "attribution.png", "attribution_agreement.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     model = POPPY.load(tmp_path / "poppy_model")
     held_out = anndata.read_h5ad(tmp_path / "poppy_bulk.h5ad")
     np.testing.assert_allclose(

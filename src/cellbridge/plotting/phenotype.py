@@ -102,7 +102,9 @@ def plot_cohort_auroc(table: pd.DataFrame, *, title: str | None = None) -> Figur
     ax.set_xlabel("held-out cohort")
     ax.set_ylim(0.0, 1.05)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
-    ax.set_title(_with_provenance(title or "Response prediction per held-out cohort", table))
+    ax.set_title(
+        _with_provenance(title or "Response prediction per held-out cohort", table), fontsize=10
+    )
     return fig
 
 
@@ -247,5 +249,5 @@ def _finite(values: ArrayLike, field: str) -> np.ndarray:
 
 def _with_provenance(head: str, table: pd.DataFrame) -> str:
     if "data" in table and table["data"].notna().any():
-        head += "\n" + textwrap.fill(f"data: {table['data'].dropna().iloc[0]}", 70)
+        head += "\n" + textwrap.fill(f"data: {table['data'].dropna().iloc[0]}", 50)
     return head

@@ -1,5 +1,6 @@
 """POPPY: bulk <-> single-cell alignment supervised by Cell Ontology transport."""
 
+from cellbridge.poppy.attribution import aggregate_attribution
 from cellbridge.poppy.config import POPPYConfig
 from cellbridge.poppy.evaluate import evaluate_alignment
 from cellbridge.poppy.loss import (
@@ -9,7 +10,14 @@ from cellbridge.poppy.loss import (
 )
 from cellbridge.poppy.model import POPPY
 from cellbridge.poppy.network import POPPYNet
-from cellbridge.poppy.pbmc import PbmcAlignment, PbmcSplit, pbmc_alignment, pbmc_split
+from cellbridge.poppy.pbmc import (
+    PbmcAlignment,
+    PbmcPhenotype,
+    PbmcSplit,
+    pbmc_alignment,
+    pbmc_phenotype,
+    pbmc_split,
+)
 from cellbridge.poppy.phenotype import FineTuned, PhenotypeConfig
 from cellbridge.poppy.phenotype_eval import evaluate_phenotype
 from cellbridge.poppy.sampler import CrossCohortSampler, sample_batch
@@ -28,15 +36,18 @@ __all__ = [
     "POPPYConfig",
     "POPPYNet",
     "PbmcAlignment",
+    "PbmcPhenotype",
     "PbmcSplit",
     "PhenotypeConfig",
     "TrainingHistory",
+    "aggregate_attribution",
     "contrastive_loss_terms",
     "evaluate_alignment",
     "evaluate_phenotype",
     "multi_positive_contrastive_loss",
     "ontology_graph_metric",
     "pbmc_alignment",
+    "pbmc_phenotype",
     "pbmc_split",
     "proportion_similarity",
     "sample_batch",
