@@ -59,6 +59,7 @@ import torch
 from anndata import AnnData
 from lightning.pytorch.callbacks import Callback
 
+from bench_cell_store import sample_sizes  # same sizes as the cell-store benchmark
 from cellbridge.data.store import CellStore
 from cellbridge.encoders import ScaledGeneEmbeddings
 from cellbridge.poppy import POPPY, POPPYConfig
@@ -68,15 +69,6 @@ GOAL_PEAK_GB = 4.0
 
 
 # -- simulated atlas --------------------------------------------------------------------
-
-
-def sample_sizes(n_samples: int, n_cells: int, seed: int) -> np.ndarray:
-    """Seeded log-normal sizes (median ~1,650), at least 10, summing to ``n_cells``."""
-    rng = np.random.default_rng(seed)
-    draws = rng.lognormal(mean=np.log(1650), sigma=0.8, size=n_samples)
-    sizes = np.maximum(10, np.floor(draws / draws.sum() * n_cells)).astype(np.int64)
-    sizes[np.argmax(sizes)] += n_cells - sizes.sum()
-    return sizes
 
 
 def embeddings(i: int, n: int, dim: int, seed: int) -> np.ndarray:
