@@ -6,7 +6,10 @@ log-sum-exp, so memory is bounded by one chunk, not by the atlas: the running ma
 chunks seen so far are rescaled by ``exp(m_old - m_new)`` when a chunk raises the
 maximum (Milakov & Gimelshein, 2018). During training each chunk is recomputed in the
 backward pass (``torch.utils.checkpoint``) instead of keeping its ``(B, chunk)``
-intermediates. torch's ``scaled_dot_product_attention`` is not used: it takes vector
+intermediates. What torch holds is bounded by a chunk; the process's resident memory can
+still grow with the number of chunks because glibc's malloc keeps freed chunk buffers on
+its heap (``docs/benchmarks.md``; ``MALLOC_MMAP_THRESHOLD_=65536`` bounds it, at some
+speed). torch's ``scaled_dot_product_attention`` is not used: it takes vector
 values and materialises or fuses the whole key set, while this head needs a scalar value
 per cell, a temperature and the per-cell weights for attribution.
 """
@@ -111,15 +114,22 @@ class PhenotypeHead(nn.Module):
     ) -> torch.Tensor:
         """The weights :math:`\\alpha` of every query over every cell, ``(B, N)``.
 
-        Two passes over the chunks (log-normaliser, then weights), so only the output is
-        ``B x N``.
+        Two passes over the chunks (log-normaliser, then weights written into the
+        preallocated output), so only the output is ``B x N``.
         """
         _check_chunk(chunk_size, reference)
-        blocks = [reference[i : i + chunk_size] for i in range(0, reference.shape[0], chunk_size)]
+        starts = range(0, reference.shape[0], chunk_size)
         lse = torch.full((z_b.shape[0], 1), -math.inf, dtype=z_b.dtype, device=z_b.device)
-        for block in blocks:
-            lse = torch.logaddexp(lse, torch.logsumexp(self.scores(z_b, block), 1, keepdim=True))
-        return torch.cat([torch.exp(self.scores(z_b, block) - lse) for block in blocks], dim=1)
+        for i in starts:
+            s = self.scores(z_b, reference[i : i + chunk_size])
+            lse = torch.logaddexp(lse, torch.logsumexp(s, 1, keepdim=True))
+        # written in place: the output is the only B x N allocation
+        out = torch.empty(z_b.shape[0], reference.shape[0], dtype=z_b.dtype, device=z_b.device)
+        for i in starts:
+            out[:, i : i + chunk_size] = torch.exp(
+                self.scores(z_b, reference[i : i + chunk_size]) - lse
+            )
+        return out
 
     @torch.no_grad()
     def cell_values(self, reference: torch.Tensor) -> torch.Tensor:
