@@ -146,3 +146,15 @@ def test_training_memory_is_bounded_by_the_chunk_not_the_atlas() -> None:
         return total
 
     assert direct_saved() > full
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 37, 100])
+def test_pooled_reference_is_the_attention_weighted_mean_of_cells(chunk: int) -> None:
+    head, z, x = _setup(7)
+    with torch.no_grad():
+        y, pooled = head.predict_and_pool(z, x, chunk_size=chunk)
+        alpha = torch.softmax(head.scores(z, x), dim=1)
+        assert pooled is not None
+        torch.testing.assert_close(pooled, alpha @ x, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(y, head(z, x, chunk_size=chunk), rtol=1e-12, atol=1e-12)
+        assert head.predict_and_pool(z, x, chunk_size=chunk, pool=False)[1] is None

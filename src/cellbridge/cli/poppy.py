@@ -786,6 +786,9 @@ def finetune(
         bool | None,
         typer.Option("--finetune-bulk/--freeze-bulk", help=_ft_help("finetune_bulk")),
     ] = None,
+    reconstruction_weight: Annotated[
+        float | None, typer.Option(help=_ft_help("reconstruction_weight"))
+    ] = None,
     learning_rate: Annotated[float | None, typer.Option(help=_ft_help("learning_rate"))] = None,
     weight_decay: Annotated[float | None, typer.Option(help=_ft_help("weight_decay"))] = None,
     batch_size: Annotated[int | None, typer.Option(help=_ft_help("batch_size"))] = None,

@@ -81,32 +81,54 @@ class PhenotypeHead(nn.Module):
 
         Returns ``(B, n_outputs)``. Memory is bounded by ``B x chunk_size``.
         """
+        return self.predict_and_pool(z_b, reference, chunk_size=chunk_size, pool=False)[0]
+
+    def predict_and_pool(
+        self,
+        z_b: torch.Tensor,
+        reference: torch.Tensor,
+        *,
+        chunk_size: int = 8192,
+        pool: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:math:`\\hat y` and, with ``pool``, the attention-pooled reference cell
+        :math:`\\sum_i \\alpha_i x^{(i)}` (``(B, cell_dim)``): the profile written as a
+        weighted combination of reference cells, in one streaming pass."""
         _check_chunk(chunk_size, reference)
         q = self.query(z_b)
+        width = self.bias.shape[0] + (reference.shape[1] if pool else 0)
         m = torch.full((q.shape[0], 1), -math.inf, dtype=q.dtype, device=q.device)
         lse_sum = torch.zeros_like(m)
-        acc = torch.zeros(q.shape[0], self.bias.shape[0], dtype=q.dtype, device=q.device)
+        acc = torch.zeros(q.shape[0], width, dtype=q.dtype, device=q.device)
         for start in range(0, reference.shape[0], chunk_size):
             block = reference[start : start + chunk_size]
             if torch.is_grad_enabled():
-                c_max, c_sum, c_acc = checkpoint(self._chunk, q, block, use_reentrant=False)
+                c_max, c_sum, c_acc = checkpoint(self._chunk, q, block, pool, use_reentrant=False)
             else:
-                c_max, c_sum, c_acc = self._chunk(q, block)
+                c_max, c_sum, c_acc = self._chunk(q, block, pool)
             new = torch.maximum(m, c_max)
             old_scale, chunk_scale = torch.exp(m - new), torch.exp(c_max - new)
             lse_sum = lse_sum * old_scale + c_sum * chunk_scale
             acc = acc * old_scale + c_acc * chunk_scale
             m = new
-        return acc / lse_sum + self.bias
+        out = acc / lse_sum
+        n_out = self.bias.shape[0]
+        return out[:, :n_out] + self.bias, (out[:, n_out:] if pool else None)
 
     def _chunk(
-        self, q: torch.Tensor, block: torch.Tensor
+        self, q: torch.Tensor, block: torch.Tensor, pool: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Max, sum of exp and exp-weighted value sum of one chunk (its own max)."""
+        """Max, sum of exp and exp-weighted sums (values, and cells when pooling) of one
+        chunk, relative to the chunk's own max."""
         s = q @ self.key(block).T / self.temperature
         c_max = s.max(dim=1, keepdim=True).values
         w = torch.exp(s - c_max)
-        return c_max, w.sum(dim=1, keepdim=True), w @ self.value(block)
+        values = self.value(block)
+        return (
+            c_max,
+            w.sum(dim=1, keepdim=True),
+            w @ (torch.cat([values, block], dim=1) if pool else values),
+        )
 
     @torch.no_grad()
     def attention(

@@ -75,6 +75,13 @@ class PhenotypeConfig(Options):
         :math:`\\tau_{ft}`; ``None`` = ``sqrt(query_dim)``.
     finetune_bulk
         Train the stage-1 bulk encoder with the head (``True``) or keep it frozen.
+    reconstruction_weight
+        :math:`\\lambda` of an optional term *not in the paper*:
+        :math:`\\lambda\\,(1 - \\cos(E_c^{head}(\\sum_i \\alpha_i x^{(i)}), z_b))`, which asks the
+        attention to write each profile as a weighted combination of reference cells
+        that the frozen stage-1 cell encoder maps back onto its bulk embedding (the
+        decomposition of the paper's discussion). With the ``"poppy"`` reference the
+        pooled embedding is compared after l2-normalisation. ``0`` = the paper's loss.
     learning_rate, weight_decay
         AdamW.
     batch_size, max_epochs
@@ -95,6 +102,7 @@ class PhenotypeConfig(Options):
     query_dim: int = 64
     temperature: float | None = None
     finetune_bulk: bool = True
+    reconstruction_weight: float = 0.0
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
     batch_size: int = 16
@@ -116,7 +124,7 @@ class PhenotypeConfig(Options):
         if self.temperature is not None:
             _positive_number(self, "temperature")
         _positive_number(self, "learning_rate")
-        _non_negative_number(self, "weight_decay")
+        _non_negative_number(self, "weight_decay", "reconstruction_weight")
         if not isinstance(self.label_key, str) or not self.label_key:
             _bad("label_key", self.label_key, "must name an obs column")
 
@@ -308,15 +316,20 @@ def reference_embeddings(
 class _FinetuneTask(pl.LightningModule):
     """Binary cross-entropy of the head's logit, bulk encoder trained or frozen."""
 
+    reference: torch.Tensor
+
     def __init__(
         self,
         encoder: BulkTokenEncoder,
         head: PhenotypeHead,
         reference: torch.Tensor,
         config: PhenotypeConfig,
+        cell_head: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.encoder, self.head, self.config = encoder, head, config
+        # frozen: maps an attention-pooled frozen cell embedding into the aligned space
+        self.cell_head = cell_head
         self.register_buffer("reference", reference, persistent=False)
         self.loss_fn = nn.BCEWithLogitsLoss()
         self.epoch_losses: list[float] = []
@@ -325,8 +338,20 @@ class _FinetuneTask(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         tokens, y = batch
         z, _alpha = self.encoder(tokens)
-        logit = self.head(z, self.reference, chunk_size=self.config.chunk_size)[:, 0]
-        loss = self.loss_fn(logit, y)
+        weight = self.config.reconstruction_weight
+        out, pooled = self.head.predict_and_pool(
+            z, self.reference, chunk_size=self.config.chunk_size, pool=weight > 0
+        )
+        loss = self.loss_fn(out[:, 0], y)
+        if pooled is not None:
+            rebuilt = (
+                self.cell_head(pooled)
+                if self.cell_head is not None
+                else nn.functional.normalize(pooled, dim=1)
+            )
+            reconstruction = (1.0 - (rebuilt * z).sum(dim=1)).mean()
+            self.log("reconstruction", reconstruction, prog_bar=True, batch_size=y.shape[0])
+            loss = loss + weight * reconstruction
         self._batch_losses.append(float(loss.detach()))
         self.log("loss", loss, prog_bar=True, batch_size=y.shape[0])
         return loss
@@ -382,7 +407,14 @@ def finetune(
         shuffle=True,
         generator=torch.Generator().manual_seed(config.seed),
     )
-    task = _FinetuneTask(encoder, head, reference, config)
+    cell_head = None
+    if config.reconstruction_weight > 0 and config.reference == "frozen":
+        stage1 = net.cell_encoder
+        cell_head = nn.Sequential(
+            copy.deepcopy(stage1.standardize), copy.deepcopy(stage1.head)
+        ).eval()
+        cell_head.requires_grad_(False)
+    task = _FinetuneTask(encoder, head, reference, config, cell_head)
     with quiet_lightning():
         trainer = pl.Trainer(
             max_epochs=config.max_epochs,
