@@ -1,0 +1,31 @@
+"""BiRD: drug embeddings from measured transcriptional responses (Pegoraro et al.)."""
+
+from cellbridge.bird.embedding import (
+    DEFAULT_N_COMPONENTS,
+    bird_embedding,
+    jaccard_similarity,
+    load_embedding,
+    save_embedding,
+    spectral_embedding,
+)
+from cellbridge.bird.signatures import (
+    DEFAULT_ALPHA,
+    DEFAULT_TOP_K,
+    Signatures,
+    compare_groups,
+    differential_response,
+)
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_N_COMPONENTS",
+    "DEFAULT_TOP_K",
+    "Signatures",
+    "bird_embedding",
+    "compare_groups",
+    "differential_response",
+    "jaccard_similarity",
+    "load_embedding",
+    "save_embedding",
+    "spectral_embedding",
+]
