@@ -112,3 +112,14 @@ def test_refusals() -> None:
     negative.X = negative.X.toarray() - 5 if sp.issparse(negative.X) else negative.X - 5
     with pytest.raises(InputError, match=r"adata\.X|negative"):
         differential_response(negative, reference_lines=["line0"])
+
+
+@pytest.mark.parametrize("method", ["wilcoxon", "t-test"])
+def test_sparse_input_in_gene_chunks_equals_dense(method: str) -> None:
+    adata = _two_groups(4, genes=300)
+    X = np.asarray(adata.X)
+    drug = (adata.obs["group"] == "drug").to_numpy()
+    dense = compare_groups(X[drug], X[~drug], method=method)  # type: ignore[arg-type]
+    S = sp.csr_matrix(X)
+    chunked = compare_groups(S[drug], S[~drug], method=method, chunk_genes=7)  # type: ignore[arg-type]
+    pd.testing.assert_frame_equal(chunked, dense, rtol=1e-12, atol=1e-300)
