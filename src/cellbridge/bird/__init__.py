@@ -1,5 +1,6 @@
 """BiRD: drug embeddings from measured transcriptional responses (Pegoraro et al.)."""
 
+from cellbridge.bird.config import BirdConfig
 from cellbridge.bird.embedding import (
     DEFAULT_N_COMPONENTS,
     bird_embedding,
@@ -20,6 +21,7 @@ __all__ = [
     "DEFAULT_ALPHA",
     "DEFAULT_N_COMPONENTS",
     "DEFAULT_TOP_K",
+    "BirdConfig",
     "Signatures",
     "bird_embedding",
     "compare_groups",

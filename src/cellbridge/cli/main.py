@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from cellbridge._version import __version__
+from cellbridge.cli.bird import bird_app
 from cellbridge.cli.demo import run_demo
 from cellbridge.cli.poppy import poppy_app
 from cellbridge.cli.similarity import run_similarity
@@ -30,6 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(poppy_app, name="poppy")
+app.add_typer(bird_app, name="bird")
 err = Console(stderr=True)
 
 

@@ -140,8 +140,9 @@ def _hints(cls: type[Options]) -> dict[str, Any]:
 
 #: Per config table: what its options configure and the command that reads them.
 _TABLES = {
-    POPPYConfig.SECTION: ("POPPY stage-1 options", "train"),
-    PhenotypeConfig.SECTION: ("POPPY stage-2 (phenotype head) options", "finetune"),
+    POPPYConfig.SECTION: ("POPPY stage-1 options", "poppy train"),
+    PhenotypeConfig.SECTION: ("POPPY stage-2 (phenotype head) options", "poppy finetune"),
+    "bird": ("BiRD options", "bird signatures|embed"),
 }
 
 
@@ -167,10 +168,10 @@ def render_config_toml(config: Options | None = None) -> str:
     """
     config = config if config is not None else POPPYConfig()
     section = config.SECTION
-    title, command = _TABLES.get(section, ("POPPY options", "train"))
+    title, command = _TABLES.get(section, ("Options", "..."))
     docs = _docs(type(config))
     lines = [
-        f"# {title}: cellbridge poppy {command} ... --config THIS_FILE",
+        f"# {title}: cellbridge {command} ... --config THIS_FILE",
         "# Command-line options override these values. Options set to None have no TOML",
         "# value: they are commented out, and leaving them out keeps None.",
         f"[{section}]",
@@ -190,6 +191,8 @@ def _toml_value(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return json.dumps(str(value))  # a TOML basic string
 
 
