@@ -15,6 +15,16 @@ from cellbridge.bird.embedding import (
     save_embedding,
     spectral_embedding,
 )
+from cellbridge.bird.gene_sets import enrichment, read_gmt, top_improved_genes, write_gmt
+from cellbridge.bird.knn import (
+    KnnResult,
+    drug_profiles,
+    knn_evaluation,
+    knn_predict,
+    mae_ecdf,
+    nearest_training_drugs,
+    win_rates,
+)
 from cellbridge.bird.signatures import (
     DEFAULT_ALPHA,
     DEFAULT_TOP_K,
@@ -29,15 +39,26 @@ __all__ = [
     "DEFAULT_N_COMPONENTS",
     "DEFAULT_TOP_K",
     "BirdConfig",
+    "KnnResult",
     "Signatures",
     "admet_embedding",
     "bird_embedding",
     "compare_groups",
     "differential_response",
+    "drug_profiles",
+    "enrichment",
     "jaccard_similarity",
+    "knn_evaluation",
+    "knn_predict",
     "load_embedding",
+    "mae_ecdf",
     "morgan_embedding",
+    "nearest_training_drugs",
     "random_embedding",
+    "read_gmt",
     "save_embedding",
     "spectral_embedding",
+    "top_improved_genes",
+    "win_rates",
+    "write_gmt",
 ]

@@ -1,5 +1,6 @@
 """matplotlib figures; each function returns a Figure and draws nothing on screen."""
 
+from cellbridge.plotting.bird import plot_enrichment, plot_mae_ecdf, plot_win_rates
 from cellbridge.plotting.phenotype import (
     plot_attribution,
     plot_cohort_auroc,
@@ -17,7 +18,10 @@ __all__ = [
     "plot_attribution",
     "plot_bulk_embeddings",
     "plot_cohort_auroc",
+    "plot_enrichment",
+    "plot_mae_ecdf",
     "plot_score_agreement",
     "plot_similarity",
+    "plot_win_rates",
     "principal_coordinate",
 ]
