@@ -97,3 +97,31 @@ def test_errors_are_one_line(
     assert result.exit_code == 2, result.output
     assert needle in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+@pytest.mark.filterwarnings("ignore:.*have no gene with q:UserWarning")
+def test_knn_eval_writes_tables_and_refuses_reference_lines(
+    screen: tuple[Path, object], tmp_path: Path
+) -> None:
+    path, _ = screen
+    sig, emb = tmp_path / "sig.parquet", tmp_path / "emb.parquet"
+    refs = ["--reference-lines", "line0,line1"]
+    assert (
+        runner.invoke(app, ["bird", "signatures", str(path), "-o", str(sig), *refs]).exit_code == 0
+    )
+    assert runner.invoke(app, ["bird", "embed", str(sig), "-o", str(emb)]).exit_code == 0
+    out = tmp_path / "knn"
+    args = ["bird", "knn-eval", str(path), "-o", str(out), "--embedding", f"BiRD={emb}"]
+    args += ["--morgan", "--random-dim", "8", "--k", "2", "--test-fraction", "0.3", *refs]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "knn_mae.csv", index_col=0)
+    assert set(table["embedding"]) == {"BiRD", "Morgan", "random"}
+    assert set(table["cell_line"]) == {"line2"}  # every line but the reference ones
+    assert table["mae"].gt(0).all()
+    W = pd.read_csv(out / "knn_win_rates.csv", index_col=0)
+    assert W.loc["BiRD", "Morgan"] + W.loc["Morgan", "BiRD"] == pytest.approx(1.0)
+    for name in ("knn_ecdf.png", "knn_win_rates.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    bad = runner.invoke(app, [*args, "--evaluation-lines", "line0"])
+    assert bad.exit_code == 2 and "line0" in bad.output

@@ -20,7 +20,7 @@ from cellbridge.cli.poppy import _build_options, _friendly, render_config_toml
 from cellbridge.data.readers import read_h5ad
 from cellbridge.errors import InputError
 
-__all__ = ["bird_app", "run_embed", "run_signatures"]
+__all__ = ["bird_app", "run_embed", "run_knn_eval", "run_signatures"]
 
 bird_app = typer.Typer(
     help="BiRD: drug embeddings from measured transcriptional responses (signatures, embed).",
@@ -160,3 +160,148 @@ def embed(
     """Jaccard similarity -> spectral embedding -> concatenation (Algorithm 1)."""
     cfg = _config(config, reference_lines=reference_lines, n_components=n_components)
     run_embed(signatures_file, output, cfg)
+
+
+def run_knn_eval(
+    cells: Path,
+    embeddings: dict[str, Path],
+    output: Path,
+    config: BirdConfig,
+    *,
+    evaluation_lines: list[str] | None,
+    test_fraction: float,
+    k: int,
+    seed: int,
+    morgan: bool,
+    random_dim: int | None,
+    gmt: Path | None,
+) -> None:
+    """k-NN post-perturbation prediction (BiRD Task 1, Eq. 4) of every embedding."""
+    from cellbridge._io import check_writable_dir
+    from cellbridge.bird import (
+        enrichment,
+        knn_evaluation,
+        load_embedding,
+        mae_ecdf,
+        morgan_embedding,
+        random_embedding,
+        read_gmt,
+        top_improved_genes,
+        win_rates,
+    )
+    from cellbridge.data import split_by_group
+    from cellbridge.plotting import plot_enrichment, plot_mae_ecdf, plot_win_rates
+
+    if not config.reference_lines:
+        raise InputError("--reference-lines", "is empty", fix="name the reference lines")
+    if not 0 < test_fraction < 1:
+        raise InputError("--test-fraction", "must be in (0, 1)", values=[test_fraction])
+    directory = check_writable_dir(output, field="--output")
+    adata = read_h5ad(cells, field="cells")
+    frames = {name: load_embedding(path) for name, path in embeddings.items()}
+    if not frames and not morgan and random_dim is None:
+        raise InputError(
+            "--embedding", "no embedding to evaluate", fix="pass --embedding NAME=PATH"
+        )
+    drugs = sorted(next(iter(frames.values())).index) if frames else None
+    obs = adata.obs
+    treated = sorted(
+        set(obs.loc[~obs[config.control_key].astype(bool), config.drug_key].astype(str))
+    )
+    drugs = drugs or treated
+    if morgan:
+        smiles = obs.drop_duplicates(config.drug_key).set_index(config.drug_key)["smiles"]
+        frames["Morgan"] = morgan_embedding(smiles.astype(str).loc[drugs])
+    if random_dim is not None:
+        frames["random"] = random_embedding(drugs, dim=random_dim, seed=seed)
+    lines = evaluation_lines or sorted(
+        set(obs[config.cell_line_key].astype(str)) - set(config.reference_lines)
+    )
+    split = split_by_group(
+        drugs, fractions=(1 - test_fraction, test_fraction), names=("train", "test"), seed=seed
+    )
+    result = knn_evaluation(
+        frames,
+        adata,
+        train_drugs=list(split.index[split == "train"]),
+        test_drugs=list(split.index[split == "test"]),
+        evaluation_lines=lines,
+        reference_lines=list(config.reference_lines),
+        k=k,
+        drug_key=config.drug_key,
+        cell_line_key=config.cell_line_key,
+        control_key=config.control_key,
+    )
+    W = win_rates(result.table)
+    tables = {
+        "knn_mae.csv": result.table,
+        "knn_win_rates.csv": W,
+        "knn_ecdf.csv": mae_ecdf(result.table),
+        "knn_per_gene_mae.csv": result.per_gene,
+    }
+    figures = {"knn_ecdf.png": plot_mae_ecdf(result.table), "knn_win_rates.png": plot_win_rates(W)}
+    if gmt is not None:
+        sets, first = read_gmt(gmt), next(iter(frames))
+        for other in [n for n in frames if n != first]:
+            top = top_improved_genes(result.per_gene, first, other, n=500)
+            table = enrichment(list(top.index), sets, list(result.per_gene.columns))
+            tables[f"enrichment_{first}_vs_{other}.csv"] = table
+            figures[f"enrichment_{first}_vs_{other}.png"] = plot_enrichment(table)
+    for name, frame in tables.items():
+        with atomic_path(directory / name) as tmp:
+            frame.to_csv(tmp)
+    for name, fig in figures.items():
+        with atomic_path(directory / name) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    means = result.table.groupby("embedding")["mae"].mean().sort_values()
+    out.print("mean MAE: " + ", ".join(f"{n} {v:.4f}" for n, v in means.items()))
+    out.print(f"wrote {directory}/: {', '.join(sorted([*tables, *figures]))}")
+
+
+@bird_app.command("knn-eval")
+@_friendly
+def knn_eval(
+    cells: Annotated[Path, typer.Argument(help="Cells .h5ad of the screen (all lines).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory.")],
+    embedding: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=PATH.parquet of a drug embedding (repeatable)."),
+    ] = None,
+    morgan: Annotated[bool, typer.Option(help="Add Morgan fingerprints (obs 'smiles').")] = False,
+    random_dim: Annotated[
+        int | None, typer.Option(help="Add a seeded random embedding of this size.")
+    ] = None,
+    reference_lines: Annotated[
+        str | None, typer.Option(help="Comma-separated reference lines (never evaluated).")
+    ] = None,
+    evaluation_lines: Annotated[
+        str | None, typer.Option(help="Comma-separated lines (default: all but reference).")
+    ] = None,
+    test_fraction: Annotated[float, typer.Option(help="Share of drugs held out.")] = 0.2,
+    k: Annotated[int, typer.Option(help="Neighbours of Eq. 4.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the drug split and random embedding.")] = 0,
+    gmt: Annotated[Path | None, typer.Option(help="Gene sets (.gmt) for Fig. 3C.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """k-NN post-perturbation prediction of held-out drugs (BiRD Task 1, Eq. 4, Fig. 3)."""
+    cfg = _config(config, reference_lines=reference_lines)
+    paths: dict[str, Path] = {}
+    for item in embedding or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise InputError("--embedding", "must be NAME=PATH", values=[item])
+        paths[name] = Path(path)
+    lines = [x.strip() for x in evaluation_lines.split(",")] if evaluation_lines else None
+    run_knn_eval(
+        cells,
+        paths,
+        output,
+        cfg,
+        evaluation_lines=lines,
+        test_fraction=test_fraction,
+        k=k,
+        seed=seed,
+        morgan=morgan,
+        random_dim=random_dim,
+        gmt=gmt,
+    )
