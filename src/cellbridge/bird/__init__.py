@@ -30,7 +30,9 @@ from cellbridge.bird.signatures import (
     DEFAULT_TOP_K,
     Signatures,
     compare_groups,
+    compare_many,
     differential_response,
+    mann_whitney_u,
 )
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "admet_embedding",
     "bird_embedding",
     "compare_groups",
+    "compare_many",
     "differential_response",
     "drug_profiles",
     "enrichment",
@@ -52,6 +55,7 @@ __all__ = [
     "knn_predict",
     "load_embedding",
     "mae_ecdf",
+    "mann_whitney_u",
     "morgan_embedding",
     "nearest_training_drugs",
     "random_embedding",

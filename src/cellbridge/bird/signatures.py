@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
+from numba import njit, prange
 from scipy import stats
 
 from cellbridge._progress import progress_bar
@@ -33,7 +34,9 @@ __all__ = [
     "DEFAULT_TOP_K",
     "Signatures",
     "compare_groups",
+    "compare_many",
     "differential_response",
+    "mann_whitney_u",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,34 +78,67 @@ def compare_groups(
         ``logfc`` = :math:`\\log_2` of ``(expm1(mean_treated) + 1e-9) /
         (expm1(mean_control) + 1e-9)`` (scanpy's definition), one row per gene.
     """
-    n, m = treated.shape[0], control.shape[0]
-    if n < 2 or m < 2:
+    return compare_many([treated], control, method=method, chunk_genes=chunk_genes)[0]
+
+
+def compare_many(
+    treated: Sequence[np.ndarray | sp.spmatrix],
+    control: np.ndarray | sp.spmatrix,
+    *,
+    method: Method = "wilcoxon",
+    chunk_genes: int = 1024,
+) -> list[pd.DataFrame]:
+    """:func:`compare_groups` of several treated groups against one control group.
+
+    Each block of ``chunk_genes`` genes of the controls is densified (and, for the
+    Wilcoxon test, sorted) once and shared by every treated group, as drugs of one plate
+    share its controls.
+    """
+    m = control.shape[0]
+    sizes = [t.shape[0] for t in treated]
+    if m < 2 or any(n < 2 for n in sizes):
         raise InputError(
-            "cells", "each group needs at least 2 cells", values=[n, m], fix="pool more cells"
+            "cells",
+            "each group needs at least 2 cells (treated sizes, control size)",
+            values=[*sizes, m],
+            fix="pool more cells",
         )
     if method not in ("wilcoxon", "t-test"):
         raise InputError("method", "must be 'wilcoxon' or 't-test'", values=[method])
-    if treated.shape[1] != control.shape[1]:
+    if any(t.shape[1] != control.shape[1] for t in treated):
         raise InputError(
-            "genes", "treated and control differ", values=[treated.shape, control.shape]
+            "genes",
+            "treated and control differ",
+            values=[*(t.shape for t in treated), control.shape],
         )
-    n_genes = treated.shape[1]
-    score, pval = np.zeros(n_genes), np.ones(n_genes)
-    mean_t, mean_c = np.zeros(n_genes), np.zeros(n_genes)
+    n_genes = control.shape[1]
+    score = np.zeros((len(treated), n_genes))
+    pval = np.ones((len(treated), n_genes))
+    mean_t = np.zeros((len(treated), n_genes))
+    mean_c = np.zeros(n_genes)
     for left in range(0, n_genes, chunk_genes):
         right = min(left + chunk_genes, n_genes)
-        t, c = _dense(treated[:, left:right]), _dense(control[:, left:right])
-        mean_t[left:right], mean_c[left:right] = t.mean(axis=0), c.mean(axis=0)
-        score[left:right], pval[left:right] = _test(t, c, method)
-    logfc = np.log2((np.expm1(mean_t) + 1e-9) / (np.expm1(mean_c) + 1e-9))
-    return pd.DataFrame(
-        {
-            "score": score,
-            "pval": pval,
-            "qval": stats.false_discovery_control(pval, method="bh"),
-            "logfc": logfc,
-        }
-    )
+        c = _dense(control[:, left:right])
+        mean_c[left:right] = c.mean(axis=0)
+        reference = np.sort(c, axis=0) if method == "wilcoxon" else c
+        for g, group in enumerate(treated):
+            t = _dense(group[:, left:right])
+            mean_t[g, left:right] = t.mean(axis=0)
+            score[g, left:right], pval[g, left:right] = _test(t, reference, method)
+    out = []
+    for g in range(len(treated)):
+        logfc = np.log2((np.expm1(mean_t[g]) + 1e-9) / (np.expm1(mean_c) + 1e-9))
+        out.append(
+            pd.DataFrame(
+                {
+                    "score": score[g],
+                    "pval": pval[g],
+                    "qval": stats.false_discovery_control(pval[g], method="bh"),
+                    "logfc": logfc,
+                }
+            )
+        )
+    return out
 
 
 def _dense(block: np.ndarray | sp.spmatrix) -> np.ndarray:
@@ -112,12 +148,15 @@ def _dense(block: np.ndarray | sp.spmatrix) -> np.ndarray:
 
 
 def _test(t: np.ndarray, c: np.ndarray, method: Method) -> tuple[np.ndarray, np.ndarray]:
-    """Scores and two-sided p-values of one dense block of genes."""
+    """Scores and two-sided p-values of one dense block of genes (``c`` column-sorted for
+    the Wilcoxon test)."""
     n, m = t.shape[0], c.shape[0]
     if method == "wilcoxon":
-        ranks = stats.rankdata(np.vstack([t, c]), axis=0)
+        u = mann_whitney_u(t, c)
         std = np.sqrt(n * m * (n + m + 1) / 12.0)
-        score = (ranks[:n].sum(axis=0) - n * (n + m + 1) / 2.0) / std
+        # rank sum of the treated = U + n(n+1)/2 (average ranks for ties), so the z-score of
+        # scanpy's rank sum, (R - n(n+m+1)/2) / std, is (U - nm/2) / std
+        score = (u - n * m / 2.0) / std
         score[np.isnan(score)] = 0.0
         return score, 2 * stats.norm.sf(np.abs(score))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -241,8 +280,14 @@ def differential_response(
             # sparse stays sparse: compare_groups densifies one block of genes at a time
             X = sp.csr_matrix(normalised) if sp.issparse(normalised) else np.asarray(normalised)
             line_obs = obs[in_line]
+            shared: dict[bytes, tuple[np.ndarray, list[tuple[str, np.ndarray]]]] = {}
             for drug, treated, control in _line_jobs(line_obs, drug_key, control_key, plate_key):
-                stat = compare_groups(X[treated], X[control], method=method)
+                shared.setdefault(control.tobytes(), (control, []))[1].append((drug, treated))
+            results: list[tuple[str, pd.DataFrame]] = []
+            for control, groups in shared.values():
+                stats_ = compare_many([X[t] for _, t in groups], X[control], method=method)
+                results += [(drug, st) for (drug, _), st in zip(groups, stats_, strict=True)]
+            for drug, stat in sorted(results, key=lambda item: item[0]):
                 stat.index = genes_index
                 significant = stat[stat["qval"] <= alpha]
                 counts[(line, drug)] = len(significant)
@@ -329,3 +374,33 @@ def _comparisons(
         sub = obs[(obs[cell_line_key] == line) & ~obs[control_key]]
         for drug in sorted(set(sub[drug_key])):
             yield line, drug
+
+
+def mann_whitney_u(treated: np.ndarray, control_sorted: np.ndarray) -> np.ndarray:
+    """Per-gene Mann–Whitney U of ``treated`` against column-sorted ``control`` values.
+
+    :math:`U_j = \\sum_i \\#\\{c < t_{ij}\\} + \\tfrac12 \\#\\{c = t_{ij}\\}`, by two binary
+    searches per treated value in the sorted controls: :math:`O(n \\log m)` per gene,
+    without ranking the pooled cells (the controls are sorted once and reused for every
+    drug that shares them). Written by hand (numba) because scipy's ``mannwhitneyu`` ranks
+    the pooled sample per call and per gene.
+    """
+    t = np.ascontiguousarray(treated, dtype=np.float64)
+    c = np.asfortranarray(control_sorted, dtype=np.float64)
+    return _u_kernel(t, c)
+
+
+@njit(cache=True, parallel=True)
+def _u_kernel(t: np.ndarray, c: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    n, genes = t.shape
+    out = np.zeros(genes)
+    for j in prange(genes):
+        col = c[:, j]
+        total = 0.0
+        for i in range(n):
+            x = t[i, j]
+            lo = np.searchsorted(col, x, side="left")
+            hi = np.searchsorted(col, x, side="right")
+            total += lo + 0.5 * (hi - lo)
+        out[j] = total
+    return out
