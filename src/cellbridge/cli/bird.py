@@ -1,4 +1,4 @@
-"""``cellbridge bird signatures|embed``: BiRD drug embeddings (§2) from the command line.
+"""``cellbridge bird signatures|embed|knn-eval``: BiRD (§2, §4) from the command line.
 
 Options come from, in increasing precedence, the defaults of
 :class:`~cellbridge.bird.config.BirdConfig`, a config file (``--config``: TOML ``[bird]``
@@ -23,7 +23,8 @@ from cellbridge.errors import InputError
 __all__ = ["bird_app", "run_embed", "run_knn_eval", "run_signatures"]
 
 bird_app = typer.Typer(
-    help="BiRD: drug embeddings from measured transcriptional responses (signatures, embed).",
+    help="BiRD: drug embeddings from measured transcriptional responses "
+    "(signatures, embed, knn-eval).",
     no_args_is_help=True,
 )
 out = Console()
