@@ -153,3 +153,35 @@ def test_many_groups_against_shared_controls_equal_one_at_a_time() -> None:
     many = compare_many(groups, control, chunk_genes=50)
     for g, frame in zip(groups, many, strict=True):
         pd.testing.assert_frame_equal(frame, compare_groups(g, control), rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:.*have no gene with q:UserWarning")
+def test_plate_by_plate_from_a_backed_file_equals_line_by_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import anndata
+
+    adata, _ = perturbation_screen(n_drugs=8, n_cell_lines=2, cells_per_condition=30, seed=6)
+    # Tahoe's design: every (line, drug) on one plate; controls on every plate
+    drugs = sorted(set(adata.obs.loc[~adata.obs["control"], "drug"]))
+    home = {d: f"plate{i % 2}" for i, d in enumerate(drugs)}
+    keep = adata.obs["control"] | (adata.obs["plate"] == adata.obs["drug"].map(home))
+    adata = adata[keep.to_numpy()].copy()
+    for column in ("drug", "cell_line", "plate", "atc", "smiles", "drugbank_id"):
+        adata.obs[column] = adata.obs[column].astype(str)
+    by_line = differential_response(adata, reference_lines=["line0", "line1"], top_k=20)
+    path = tmp_path / "screen.h5ad"
+    adata.write_h5ad(path)
+    backed = anndata.read_h5ad(path, backed="r")
+    by_plate = differential_response(
+        backed, reference_lines=["line0", "line1"], top_k=20, by="plate"
+    )
+    assert by_plate.genes == by_line.genes
+    assert sum(len(g) for g in by_line.genes.values()) > 50  # not trivially empty
+    pd.testing.assert_frame_equal(
+        by_plate.n_significant.sort_index(axis=1), by_line.n_significant.sort_index(axis=1)
+    )
+
+
+def test_plate_mode_refuses_drugs_on_several_plates() -> None:
+    adata, _ = perturbation_screen(n_drugs=4, n_cell_lines=1, cells_per_condition=20, seed=7)
+    with pytest.raises(InputError, match="one plate"):
+        differential_response(adata, reference_lines=["line0"], by="plate")

@@ -269,6 +269,7 @@ def differential_response(
     alpha: float = DEFAULT_ALPHA,
     top_k: int = DEFAULT_TOP_K,
     layer: str | None = None,
+    by: Literal["line", "plate"] = "line",
     progress: bool = False,
 ) -> Signatures:
     """DE signatures of every drug in every reference line (Algorithm 1, lines 1–5).
@@ -298,6 +299,12 @@ def differential_response(
         Test, q-value cut-off, signature size.
     layer
         Expression layer instead of ``X``.
+    by
+        What is read and held at a time: ``"line"`` — one reference line's cells (a drug
+        applied on several plates is compared with the pooled controls of those plates);
+        ``"plate"`` — one plate's cells of the reference lines, read from a backed
+        (``backed="r"``) AnnData plate by plate, so memory is bounded by one plate. Needs
+        every (line, drug) on a single plate, as in Tahoe-100M; refused otherwise.
     progress
         Show a progress bar over (line, drug) comparisons.
     """
@@ -324,33 +331,43 @@ def differential_response(
     counts: dict[tuple[str, str], int] = {}
     jobs = list(_comparisons(obs, reference_lines, drug_key, control_key, cell_line_key))
     with progress_bar("DE signatures", total=len(jobs), enabled=progress) as advance:
-        for line in reference_lines:
-            in_line = (obs[cell_line_key] == line).to_numpy()
-            block = adata[in_line]
+        for mask in _blocks(
+            obs, reference_lines, by, drug_key, control_key, plate_key, cell_line_key
+        ):
+            block = adata[mask]
+            block = block.to_memory() if block.isbacked else block
             normalised = log_normalised(block, layer=layer)
-            # sparse stays sparse: compare_groups densifies one block of genes at a time
-            X = sp.csr_matrix(normalised) if sp.issparse(normalised) else np.asarray(normalised)
-            line_obs = obs[in_line]
-            shared: dict[bytes, tuple[np.ndarray, list[tuple[str, np.ndarray]]]] = {}
-            for drug, treated, control in _line_jobs(line_obs, drug_key, control_key, plate_key):
-                shared.setdefault(control.tobytes(), (control, []))[1].append((drug, treated))
-            results: list[tuple[str, pd.DataFrame]] = []
-            for control, groups in shared.values():
-                stats_ = compare_many([X[t] for _, t in groups], X[control], method=method)
-                results += [(drug, st) for (drug, _), st in zip(groups, stats_, strict=True)]
-            for drug, stat in sorted(results, key=lambda item: item[0]):
-                stat.index = genes_index
-                significant = stat[stat["qval"] <= alpha]
-                counts[(line, drug)] = len(significant)
-                order = significant["logfc"].abs().sort_values(ascending=False, kind="stable")
-                chosen = list(order.index[:top_k])
-                signatures[(line, drug)] = chosen
-                top = stat.loc[chosen].reset_index(names="gene")
-                top.insert(0, "drug", drug)
-                top.insert(0, "cell_line", line)
-                top["rank"] = np.arange(1, len(top) + 1)
-                rows.append(top)
-                advance(1)
+            # sparse stays sparse: compare_many never densifies the Wilcoxon path
+            X_block = (
+                sp.csr_matrix(normalised) if sp.issparse(normalised) else np.asarray(normalised)
+            )
+            block_obs = obs[mask]
+            for line in [c for c in reference_lines if (block_obs[cell_line_key] == c).any()]:
+                in_line = (block_obs[cell_line_key] == line).to_numpy()
+                X, line_obs = X_block[in_line], block_obs[in_line]
+                shared: dict[bytes, tuple[np.ndarray, list[tuple[str, np.ndarray]]]] = {}
+                for drug, treated, control in _line_jobs(
+                    line_obs, drug_key, control_key, plate_key
+                ):
+                    shared.setdefault(control.tobytes(), (control, []))[1].append((drug, treated))
+                results: list[tuple[str, pd.DataFrame]] = []
+                for control, groups in shared.values():
+                    found = compare_many([X[t] for _, t in groups], X[control], method=method)
+                    results += [(d, st) for (d, _), st in zip(groups, found, strict=True)]
+                for drug, stat in sorted(results, key=lambda item: item[0]):
+                    stat.index = genes_index
+                    significant = stat[stat["qval"] <= alpha]
+                    counts[(line, drug)] = len(significant)
+                    order = significant["logfc"].abs().sort_values(ascending=False, kind="stable")
+                    chosen = list(order.index[:top_k])
+                    signatures[(line, drug)] = chosen
+                    top = stat.loc[chosen].reset_index(names="gene")
+                    top.insert(0, "drug", drug)
+                    top.insert(0, "cell_line", line)
+                    top["rank"] = np.arange(1, len(top) + 1)
+                    rows.append(top)
+                    advance(1)
+    signatures = dict(sorted(signatures.items()))
     empty = sorted(f"{c}/{d}" for (c, d), g in signatures.items() if not g)
     if empty:
         warnings.warn(
@@ -500,3 +517,34 @@ def _u_sparse(
             i += run
         out[j] = total
     return out
+
+
+def _blocks(
+    obs: pd.DataFrame,
+    lines: Sequence[str],
+    by: str,
+    drug_key: str,
+    control_key: str,
+    plate_key: str,
+    cell_line_key: str,
+) -> Iterator[np.ndarray]:
+    """Row masks of the cells to hold at a time: per reference line, or per plate."""
+    in_lines = obs[cell_line_key].isin(list(lines)).to_numpy()
+    if by == "line":
+        for line in lines:
+            yield (obs[cell_line_key] == line).to_numpy()
+        return
+    if by != "plate":
+        raise InputError("by", "must be 'line' or 'plate'", values=[by])
+    treated = obs[in_lines & ~obs[control_key].to_numpy()]
+    plates = treated.groupby([cell_line_key, drug_key], observed=True)[plate_key].nunique()
+    spread = plates[plates > 1]
+    if len(spread):
+        raise InputError(
+            "by",
+            "'plate' needs every (line, drug) on one plate; on several",
+            values=[f"{c}/{d}" for c, d in spread.index],
+            fix="use by='line' (pools the controls of the drug's plates)",
+        )
+    for plate in sorted(set(obs.loc[in_lines, plate_key])):
+        yield in_lines & (obs[plate_key] == plate).to_numpy()
