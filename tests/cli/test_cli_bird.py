@@ -125,3 +125,27 @@ def test_knn_eval_writes_tables_and_refuses_reference_lines(
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     bad = runner.invoke(app, [*args, "--evaluation-lines", "line0"])
     assert bad.exit_code == 2 and "line0" in bad.output
+
+
+@pytest.mark.filterwarnings("ignore:.*have no gene with q:UserWarning")
+def test_signatures_by_plate_read_backed(tmp_path: Path) -> None:
+    adata, _ = perturbation_screen(n_drugs=6, n_cell_lines=1, cells_per_condition=40, seed=8)
+    drugs = sorted(set(adata.obs.loc[~adata.obs["control"], "drug"]))
+    home = {d: f"plate{i % 2}" for i, d in enumerate(drugs)}
+    keep = adata.obs["control"] | (adata.obs["plate"] == adata.obs["drug"].map(home))
+    adata = adata[keep.to_numpy()].copy()
+    for column in ("drug", "cell_line", "plate", "atc", "smiles", "drugbank_id"):
+        adata.obs[column] = adata.obs[column].astype(str)
+    path = tmp_path / "one_plate_per_drug.h5ad"
+    adata.write_h5ad(path)
+    outs = {}
+    for by in ("line", "plate"):
+        outs[by] = tmp_path / f"{by}.parquet"
+        args = ["bird", "signatures", str(path), "-o", str(outs[by]), "--reference-lines"]
+        result = runner.invoke(app, [*args, "line0", "--by", by])
+        assert result.exit_code == 0, result.output
+    pd.testing.assert_frame_equal(pd.read_parquet(outs["line"]), pd.read_parquet(outs["plate"]))
+    bad = runner.invoke(
+        app, ["bird", "signatures", str(path), "-o", str(outs["line"]), "--by", "well"]
+    )
+    assert bad.exit_code == 2 and "by" in bad.output

@@ -29,6 +29,10 @@ class BirdConfig(Options):
         Signature size (top genes by ``|logFC|`` among the significant ones).
     n_components
         Embedding dimensions per reference line.
+    by
+        ``"line"``: hold one reference line's cells at a time; ``"plate"``: read one
+        plate at a time from the file (backed), for screens where every (line, drug) is
+        on one plate (Tahoe-100M).
     drug_key, control_key, plate_key, cell_line_key
         ``obs`` columns of the cells.
     """
@@ -40,6 +44,7 @@ class BirdConfig(Options):
     alpha: float = DEFAULT_ALPHA
     top_k: int = DEFAULT_TOP_K
     n_components: int = DEFAULT_N_COMPONENTS
+    by: str = "line"
     drug_key: str = "drug"
     control_key: str = "control"
     plate_key: str = "plate"
@@ -56,3 +61,5 @@ class BirdConfig(Options):
         if not 0 < self.alpha <= 1:
             raise InputError("alpha", "must be in (0, 1]", values=[self.alpha])
         _positive_int(self, "top_k", "n_components")
+        if self.by not in ("line", "plate"):
+            _bad("by", self.by, "must be 'line' or 'plate'")

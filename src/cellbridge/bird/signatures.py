@@ -377,7 +377,13 @@ def differential_response(
             stacklevel=2,
         )
     n_sig = pd.Series(counts).unstack(fill_value=0) if counts else pd.DataFrame()
-    table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    table = (
+        pd.concat(rows, ignore_index=True)
+        .sort_values(["cell_line", "drug", "rank"], kind="stable")
+        .reset_index(drop=True)
+        if rows
+        else pd.DataFrame()
+    )
     params: dict[str, object] = {
         "method": method,
         "alpha": alpha,

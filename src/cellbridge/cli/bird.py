@@ -42,19 +42,25 @@ def run_signatures(cells: Path, output: Path, config: BirdConfig, *, progress: b
         )
     if output.suffix != ".parquet":
         raise InputError("--output", "must end in .parquet", values=[str(output)])
-    adata = read_h5ad(cells, field="cells")
-    sig = differential_response(
-        adata,
-        reference_lines=list(config.reference_lines),
-        drug_key=config.drug_key,
-        control_key=config.control_key,
-        plate_key=config.plate_key,
-        cell_line_key=config.cell_line_key,
-        method=config.method,  # type: ignore[arg-type]
-        alpha=config.alpha,
-        top_k=config.top_k,
-        progress=progress,
-    )
+    backed = config.by == "plate"  # plate by plate: X stays on disk between plates
+    adata = read_h5ad(cells, field="cells", backed=backed)
+    try:
+        sig = differential_response(
+            adata,
+            reference_lines=list(config.reference_lines),
+            drug_key=config.drug_key,
+            control_key=config.control_key,
+            plate_key=config.plate_key,
+            cell_line_key=config.cell_line_key,
+            method=config.method,  # type: ignore[arg-type]
+            alpha=config.alpha,
+            top_k=config.top_k,
+            by=config.by,  # type: ignore[arg-type]
+            progress=progress,
+        )
+    finally:
+        if backed and adata.file is not None:
+            adata.file.close()
     table = (
         sig.table[SIGNATURE_COLUMNS] if len(sig.table) else pd.DataFrame(columns=SIGNATURE_COLUMNS)
     )
@@ -129,6 +135,9 @@ def signatures(
     method: Annotated[str | None, typer.Option(help="wilcoxon or t-test.")] = None,
     alpha: Annotated[float | None, typer.Option(help="q-value cut-off.")] = None,
     top_k: Annotated[int | None, typer.Option(help="Signature size.")] = None,
+    by: Annotated[
+        str | None, typer.Option(help="line, or plate: read one plate at a time (backed).")
+    ] = None,
     config: ConfigOption = None,
     write_config: Annotated[
         bool, typer.Option("--write-config", help="Print a TOML \\[bird] table and exit.")
@@ -141,7 +150,9 @@ def signatures(
         raise typer.Exit()
     if cells is None or output is None:
         raise InputError("CELLS / --output", "both are required", fix="see --help")
-    cfg = _config(config, reference_lines=reference_lines, method=method, alpha=alpha, top_k=top_k)
+    cfg = _config(
+        config, reference_lines=reference_lines, method=method, alpha=alpha, top_k=top_k, by=by
+    )
     run_signatures(cells, output, cfg, progress=progress)
 
 
