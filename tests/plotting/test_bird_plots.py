@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,13 +11,6 @@ from cellbridge.bird.gene_sets import enrichment
 from cellbridge.bird.knn import mae_ecdf, win_rates
 from cellbridge.errors import InputError
 from cellbridge.plotting.bird import plot_enrichment, plot_mae_ecdf, plot_win_rates
-
-
-@pytest.fixture(autouse=True)
-def _close_figures() -> object:
-    """Figures stay open in pyplot until closed; more than 20 open would warn."""
-    yield
-    plt.close("all")
 
 
 def _table() -> pd.DataFrame:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,13 +14,6 @@ from scipy.stats import spearmanr
 
 from cellbridge.errors import InputError
 from cellbridge.plotting import plot_attribution, plot_cohort_auroc, plot_score_agreement
-
-
-@pytest.fixture(autouse=True)
-def _close_figures() -> object:
-    """Figures stay open in pyplot until closed; more than 20 open would warn."""
-    yield
-    plt.close("all")
 
 
 def _table() -> pd.DataFrame:

@@ -114,9 +114,6 @@ ConfigOption = Annotated[
 
 
 def _config(config: Path | None, **given: object) -> BirdConfig:
-    lines = given.pop("reference_lines", None)
-    if isinstance(lines, str):
-        given["reference_lines"] = tuple(x.strip() for x in lines.split(",") if x.strip())
     return _build_options(BirdConfig, config, given)
 
 

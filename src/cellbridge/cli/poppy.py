@@ -23,7 +23,16 @@ import textwrap
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, get_args, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    ParamSpec,
+    TypeVar,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import pandas as pd
 import typer
@@ -199,9 +208,12 @@ def _toml_value(value: object) -> str:
 def _parse_value(name: str, raw: object, cls: type[Options] = POPPYConfig) -> object:
     """Turn a command-line string into the type of field ``name`` of ``cls``."""
     option = "--" + name.replace("_", "-")
-    args = get_args(_hints(cls)[name])
+    hint = _hints(cls)[name]
+    args = get_args(hint)
     if not isinstance(raw, str):
         return raw  # typed by typer already
+    if get_origin(hint) is tuple:  # a list option: comma-separated on the command line
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
     nullable = type(None) in args
     if nullable and raw.strip().lower() == NONE_WORD:
         return None

@@ -15,24 +15,11 @@ from matplotlib.figure import Figure
 
 from cellbridge.bird.knn import mae_ecdf, win_rates
 from cellbridge.errors import InputError
+from cellbridge.plotting._titles import table_provenance, with_provenance
 
 __all__ = ["plot_enrichment", "plot_mae_ecdf", "plot_win_rates"]
 
 _BAND = (0.025, 0.975)
-
-
-def _head(title: str, data: str | None, width: int = 80) -> str:
-    """The title, with the provenance of the data wrapped under it (``width`` characters)."""
-    if data:
-        title = textwrap.fill(title, width) + "\n" + textwrap.fill(f"data: {data}", width)
-    return title
-
-
-def _provenance(frame: pd.DataFrame, data: str | None) -> str | None:
-    if data is not None:
-        return data
-    value = frame.attrs.get("data")
-    return str(value) if value else None
 
 
 def plot_mae_ecdf(
@@ -82,7 +69,7 @@ def plot_mae_ecdf(
     ax.legend(loc="lower right", fontsize=8)
     band = f"; band: 2.5-97.5 % over {n_lines} cell lines" if n_lines >= 2 else ""
     head = title or f"k-NN post-perturbation prediction (BiRD Eq. 4){band}"
-    ax.set_title(_head(head, _provenance(table, data)), fontsize=9)
+    ax.set_title(with_provenance(head, table_provenance(table, data)), fontsize=9)
     return fig
 
 
@@ -111,7 +98,7 @@ def plot_win_rates(
     data
         Provenance shown under the title; default ``matrix.attrs["data"]``.
     """
-    provenance = _provenance(matrix, data)
+    provenance = table_provenance(matrix, data)
     if {"embedding", "mae"} <= set(matrix.columns):
         matrix = win_rates(matrix)
     if matrix.shape[0] != matrix.shape[1] or list(matrix.index) != list(matrix.columns):
@@ -143,7 +130,7 @@ def plot_win_rates(
     ax.set_ylabel("row method wins (lower MAE)")
     fig.colorbar(im, ax=ax, shrink=0.8, label="% of (drug, cell line) settings")
     head = title or "Pairwise win rates of k-NN prediction (ties count half)"
-    ax.set_title(_head(head, provenance, width=int(9 * size)), fontsize=9)
+    ax.set_title(with_provenance(head, provenance, width=int(9 * size)), fontsize=9)
     return fig
 
 
@@ -196,5 +183,5 @@ def plot_enrichment(
     ax.set_xlim(0, max(float(score.max()), -np.log10(0.05)) * 1.15)
     ax.legend(loc="lower right", fontsize=8)
     head = title or f"Gene-set enrichment, top {len(shown)} of {len(table)} sets"
-    ax.set_title(_head(head, _provenance(table, data)), fontsize=9)
+    ax.set_title(with_provenance(head, table_provenance(table, data)), fontsize=9)
     return fig

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are written to files, never shown
@@ -16,6 +14,7 @@ from numpy.typing import ArrayLike
 from scipy.stats import spearmanr
 
 from cellbridge.errors import InputError
+from cellbridge.plotting._titles import table_provenance, with_provenance
 
 __all__ = ["plot_attribution", "plot_cohort_auroc", "plot_score_agreement"]
 
@@ -103,7 +102,10 @@ def plot_cohort_auroc(table: pd.DataFrame, *, title: str | None = None) -> Figur
     ax.set_ylim(0.0, 1.05)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     ax.set_title(
-        _with_provenance(title or "Response prediction per held-out cohort", table), fontsize=10
+        with_provenance(
+            title or "Response prediction per held-out cohort", table_provenance(table), width=50
+        ),
+        fontsize=10,
     )
     return fig
 
@@ -245,9 +247,3 @@ def _finite(values: ArrayLike, field: str) -> np.ndarray:
             fix="remove those cells or fix the scores; figures do not drop points",
         )
     return array
-
-
-def _with_provenance(head: str, table: pd.DataFrame) -> str:
-    if "data" in table and table["data"].notna().any():
-        head += "\n" + textwrap.fill(f"data: {table['data'].dropna().iloc[0]}", 50)
-    return head

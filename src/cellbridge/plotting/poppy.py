@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Sequence
 
 import anndata
@@ -17,6 +16,7 @@ from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 
 from cellbridge.errors import InputError
+from cellbridge.plotting._titles import table_provenance, with_provenance
 
 __all__ = ["plot_alignment_metrics", "plot_bulk_embeddings", "principal_coordinate"]
 
@@ -64,9 +64,7 @@ def plot_alignment_metrics(metrics: pd.DataFrame, *, title: str | None = None) -
     ax.set_xlim(min(0.0, float(np.nanmin(scores))), max(1.0, float(np.nanmax(scores))) + 0.08)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     head = title or "POPPY stage 1 against the frozen encoder"
-    if "data" in metrics and metrics["data"].notna().any():
-        head += "\n" + textwrap.fill(f"data: {metrics['data'].dropna().iloc[0]}", 70)
-    ax.set_title(head, fontsize=10)
+    ax.set_title(with_provenance(head, table_provenance(metrics), width=70), fontsize=10)
     return fig
 
 

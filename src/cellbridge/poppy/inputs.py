@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from anndata import AnnData
 
 from cellbridge._checks import looks_log_transformed, obs_labels, require_unique
@@ -20,10 +21,18 @@ from cellbridge.encoders import (
     cell_embeddings,
 )
 from cellbridge.errors import InputError
+from cellbridge.nn import BulkTokenEncoder
 from cellbridge.poppy.config import POPPYConfig
 from cellbridge.poppy.pairs import ArrayCells, CellSource, StoreCells
 
-__all__ = ["bulk_inputs", "cell_source", "paired_samples", "sampler_groups"]
+__all__ = [
+    "bulk_inputs",
+    "cell_source",
+    "encode_bulk",
+    "mean_tokens",
+    "paired_samples",
+    "sampler_groups",
+]
 
 
 def cell_source(
@@ -135,3 +144,30 @@ class _Tokens:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.encoder.tokens(x), dtype=np.float32)
+
+
+@torch.no_grad()
+def encode_bulk(
+    encoder: BulkTokenEncoder,
+    inputs: np.ndarray,
+    tokens: Callable[[np.ndarray], np.ndarray],
+    *,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """:math:`z_b` of every profile, the frozen tokens built ``batch_size`` profiles at a
+    time (so the ``(profiles, genes, d_b)`` token tensor is never whole)."""
+    encoder.eval()
+    parts = [
+        encoder(torch.from_numpy(tokens(inputs[i : i + batch_size])))[0]
+        for i in range(0, inputs.shape[0], batch_size)
+    ]
+    return torch.cat(parts)
+
+
+def mean_tokens(
+    inputs: np.ndarray, tokens: Callable[[np.ndarray], np.ndarray], *, batch_size: int = 256
+) -> np.ndarray:
+    """Each profile's mean frozen token (uniform pooling), ``batch_size`` profiles at a time."""
+    return np.concatenate(
+        [tokens(inputs[i : i + batch_size]).mean(axis=1) for i in range(0, len(inputs), batch_size)]
+    )

@@ -20,7 +20,14 @@ from cellbridge.data import CellStore
 from cellbridge.encoders import GeneTokenEncoder, PCAStandIn, ScaledGeneEmbeddings
 from cellbridge.errors import InputError
 from cellbridge.poppy.config import POPPYConfig
-from cellbridge.poppy.inputs import bulk_inputs, cell_source, paired_samples, sampler_groups
+from cellbridge.poppy.inputs import (
+    bulk_inputs,
+    cell_source,
+    encode_bulk,
+    mean_tokens,
+    paired_samples,
+    sampler_groups,
+)
 from cellbridge.poppy.network import POPPYNet
 from cellbridge.poppy.pairs import (
     CellSource,
@@ -237,11 +244,7 @@ class POPPY:
         """
         net = self._fitted().eval()
         inputs, tokens, _ = bulk_inputs(bulk, self.config, self.token_encoder)
-        out = [
-            net.bulk_encoder(torch.from_numpy(tokens(inputs[i : i + batch_size])))[0]
-            for i in range(0, inputs.shape[0], batch_size)
-        ]
-        z = torch.cat(out).numpy()
+        z = encode_bulk(net.bulk_encoder, inputs, tokens, batch_size=batch_size).numpy()
         bulk.obsm[key_added] = z
         return z
 
@@ -308,9 +311,7 @@ class POPPY:
         precomputed ``bulk_key`` embedding it is that embedding.
         """
         inputs, tokens, _ = bulk_inputs(bulk, self.config, self.token_encoder)
-        return np.concatenate(
-            [tokens(inputs[i : i + 256]).mean(axis=1) for i in range(0, inputs.shape[0], 256)]
-        )
+        return mean_tokens(inputs, tokens)
 
     def unaligned(self) -> POPPY:
         """The same model *before* alignment: the seeded initial heads, untrained.
@@ -551,9 +552,7 @@ def _fit_standardize(
     cell_means = np.stack(
         [source.draw(s, cfg.max_cells, rng).mean(axis=0) for s in sorted(set(samples))]
     )
-    token_means = np.concatenate(
-        [tokens(inputs[i : i + 256]).mean(axis=1) for i in range(0, inputs.shape[0], 256)]
-    )
+    token_means = mean_tokens(inputs, tokens)
     net.cell_encoder.standardize.fit(torch.from_numpy(cell_means.astype(np.float32)))
     net.bulk_encoder.standardize.fit(torch.from_numpy(token_means.astype(np.float32)))
 

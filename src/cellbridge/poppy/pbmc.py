@@ -17,7 +17,13 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from cellbridge.data import log1p_cpm, pbmc_patients, random_tumours, stack_profiles
+from cellbridge.data import (
+    PbmcPatients,
+    log1p_cpm,
+    pbmc_patients,
+    random_tumours,
+    stack_profiles,
+)
 from cellbridge.ontology import assign_programs, nmf_programs
 from cellbridge.poppy.config import POPPYConfig
 from cellbridge.poppy.evaluate import evaluate_alignment
@@ -46,7 +52,9 @@ class PbmcSplit:
     ``bulk_test`` (held-out pseudobulk) carries ``obsp["emd"]`` (cell-type W1) and
     ``obsp["emd_programs"]`` (W1 with NMF gene-program nodes, POPPY A.1; absent when
     ``programs=False``); ``tumours`` are simulated tumours from the sorted panels with
-    uniform ratios (§3.4), with their ``obsp["emd"]`` (``None`` when ``n_tumours=0``).
+    uniform ratios (§3.4), with their ``obsp["emd"]`` (``None`` when ``n_tumours=0``);
+    ``patients`` is everything :func:`cellbridge.data.pbmc_patients` made (all patients'
+    pseudobulk, phenotypes, ...).
     """
 
     cells_train: AnnData
@@ -55,6 +63,7 @@ class PbmcSplit:
     bulk_test: AnnData
     similarity_train: AnnData
     tumours: AnnData | None = field(repr=False)
+    patients: PbmcPatients = field(repr=False)
 
 
 def pbmc_split(
@@ -114,6 +123,7 @@ def pbmc_split(
         bulk_test,
         sample_similarity(cells_train, k=k),
         tumours,
+        data,
     )
 
 
@@ -234,8 +244,8 @@ def pbmc_phenotype(
 ) -> PbmcPhenotype:
     """POPPY stage 2 on the embedded patients, scored like Figure 4b–d.
 
-    Stage 1 as :func:`pbmc_alignment` (or the given ``alignment``, made with the same
-    ``n_patients``, ``cells_per_patient`` and ``seed``); the reference atlas is the
+    Stage 1 as :func:`pbmc_alignment` (or the given ``alignment``, whose patients are
+    then used and ``n_patients`` / ``cells_per_patient`` ignored); the reference atlas is the
     stage-1 training cells; the labelled bulk is every patient's pseudobulk, whose
     phenotype is caused by the fraction of cytotoxic CD8 T and NK cells
     (:func:`cellbridge.data.pbmc_patients`). Reports leave-one-cohort-out AUROC of the
@@ -258,8 +268,7 @@ def pbmc_phenotype(
             seed=seed,
             progress=progress,
         )
-    data = pbmc_patients(n_patients=n_patients, cells_per_patient=cells_per_patient, seed=seed)
-    bulk, atlas = data.pseudobulk.copy(), alignment.split.cells_train
+    bulk, atlas = alignment.split.patients.pseudobulk.copy(), alignment.split.cells_train
     t1 = time.perf_counter()
     loco = evaluate_phenotype(alignment.model, bulk, atlas, config, n_boot=n_boot)
     loco["data"] = PROVENANCE

@@ -35,7 +35,7 @@ from cellbridge.poppy.config import (
     _positive_int,
     _positive_number,
 )
-from cellbridge.poppy.inputs import bulk_inputs, cell_source
+from cellbridge.poppy.inputs import bulk_inputs, cell_source, encode_bulk
 from cellbridge.poppy.pairs import ArrayCells
 from cellbridge.poppy.training import quiet_lightning
 
@@ -226,12 +226,7 @@ class FineTuned:
     def embed(self, model: POPPY, bulk: AnnData) -> torch.Tensor:
         """Fine-tuned bulk embeddings :math:`z_b` (the queries)."""
         inputs, tokens, _ = bulk_inputs(bulk, model.config, model.token_encoder)
-        encoder = self.bulk_encoder.eval()
-        parts = [
-            encoder(torch.from_numpy(tokens(inputs[i : i + 256])))[0]
-            for i in range(0, inputs.shape[0], 256)
-        ]
-        return torch.cat(parts)
+        return encode_bulk(self.bulk_encoder, inputs, tokens)
 
     @torch.no_grad()
     def attention(self, model: POPPY, bulk: AnnData) -> np.ndarray:
