@@ -804,6 +804,9 @@ def finetune(
     reconstruction_weight: Annotated[
         float | None, typer.Option(help=_ft_help("reconstruction_weight"))
     ] = None,
+    reconstruction_space: Annotated[
+        str | None, typer.Option(help=_ft_help("reconstruction_space"))
+    ] = None,
     learning_rate: Annotated[float | None, typer.Option(help=_ft_help("learning_rate"))] = None,
     weight_decay: Annotated[float | None, typer.Option(help=_ft_help("weight_decay"))] = None,
     batch_size: Annotated[int | None, typer.Option(help=_ft_help("batch_size"))] = None,

@@ -90,22 +90,40 @@ class PhenotypeHead(nn.Module):
         *,
         chunk_size: int = 8192,
         pool: bool = True,
+        features: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """:math:`\\hat y` and, with ``pool``, the attention-pooled reference cell
-        :math:`\\sum_i \\alpha_i x^{(i)}` (``(B, cell_dim)``): the profile written as a
-        weighted combination of reference cells, in one streaming pass."""
+        """:math:`\\hat y` and, with ``pool``, the attention-pooled cell features
+        :math:`\\sum_i \\alpha_i f^{(i)}` (``(B, n_features)``): the profile written as a
+        weighted combination of reference cells, in one streaming pass.
+
+        ``features`` is ``(N, n_features)``, one row per reference cell (default: the
+        reference embeddings themselves, :math:`f^{(i)} = x^{(i)}`).
+        """
         _check_chunk(chunk_size, reference)
+        if pool and features is None:
+            features = reference
+        if not pool:
+            features = None
+        if features is not None and features.shape[0] != reference.shape[0]:
+            from cellbridge.errors import InputError
+
+            raise InputError(
+                "features",
+                "must have one row per reference cell",
+                values=[features.shape[0], reference.shape[0]],
+            )
         q = self.query(z_b)
-        width = self.bias.shape[0] + (reference.shape[1] if pool else 0)
+        width = self.bias.shape[0] + (features.shape[1] if features is not None else 0)
         m = torch.full((q.shape[0], 1), -math.inf, dtype=q.dtype, device=q.device)
         lse_sum = torch.zeros_like(m)
         acc = torch.zeros(q.shape[0], width, dtype=q.dtype, device=q.device)
         for start in range(0, reference.shape[0], chunk_size):
             block = reference[start : start + chunk_size]
+            extra = None if features is None else features[start : start + chunk_size]
             if torch.is_grad_enabled():
-                c_max, c_sum, c_acc = checkpoint(self._chunk, q, block, pool, use_reentrant=False)
+                c_max, c_sum, c_acc = checkpoint(self._chunk, q, block, extra, use_reentrant=False)
             else:
-                c_max, c_sum, c_acc = self._chunk(q, block, pool)
+                c_max, c_sum, c_acc = self._chunk(q, block, extra)
             new = torch.maximum(m, c_max)
             old_scale, chunk_scale = torch.exp(m - new), torch.exp(c_max - new)
             lse_sum = lse_sum * old_scale + c_sum * chunk_scale
@@ -113,12 +131,12 @@ class PhenotypeHead(nn.Module):
             m = new
         out = acc / lse_sum
         n_out = self.bias.shape[0]
-        return out[:, :n_out] + self.bias, (out[:, n_out:] if pool else None)
+        return out[:, :n_out] + self.bias, (out[:, n_out:] if features is not None else None)
 
     def _chunk(
-        self, q: torch.Tensor, block: torch.Tensor, pool: bool
+        self, q: torch.Tensor, block: torch.Tensor, extra: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Max, sum of exp and exp-weighted sums (values, and cells when pooling) of one
+        """Max, sum of exp and exp-weighted sums (values, and the pooled features) of one
         chunk, relative to the chunk's own max."""
         s = q @ self.key(block).T / self.temperature
         c_max = s.max(dim=1, keepdim=True).values
@@ -127,7 +145,7 @@ class PhenotypeHead(nn.Module):
         return (
             c_max,
             w.sum(dim=1, keepdim=True),
-            w @ (torch.cat([values, block], dim=1) if pool else values),
+            w @ (torch.cat([values, extra], dim=1) if extra is not None else values),
         )
 
     @torch.no_grad()

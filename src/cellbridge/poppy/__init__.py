@@ -2,6 +2,7 @@
 
 from cellbridge.poppy.attribution import aggregate_attribution
 from cellbridge.poppy.config import POPPYConfig
+from cellbridge.poppy.decomposition import ExpressionDecomposition, expression_decomposition
 from cellbridge.poppy.evaluate import evaluate_alignment
 from cellbridge.poppy.loss import (
     ContrastiveLoss,
@@ -11,6 +12,7 @@ from cellbridge.poppy.loss import (
 from cellbridge.poppy.model import POPPY
 from cellbridge.poppy.network import POPPYNet
 from cellbridge.poppy.pbmc import (
+    PBMC_PHENOTYPE_CONFIG,
     PbmcAlignment,
     PbmcPhenotype,
     PbmcSplit,
@@ -29,9 +31,11 @@ from cellbridge.poppy.similarity import (
 from cellbridge.poppy.training import TrainingHistory
 
 __all__ = [
+    "PBMC_PHENOTYPE_CONFIG",
     "POPPY",
     "ContrastiveLoss",
     "CrossCohortSampler",
+    "ExpressionDecomposition",
     "FineTuned",
     "POPPYConfig",
     "POPPYNet",
@@ -44,6 +48,7 @@ __all__ = [
     "contrastive_loss_terms",
     "evaluate_alignment",
     "evaluate_phenotype",
+    "expression_decomposition",
     "multi_positive_contrastive_loss",
     "ontology_graph_metric",
     "pbmc_alignment",

@@ -35,6 +35,7 @@ from cellbridge.poppy.config import (
     _positive_int,
     _positive_number,
 )
+from cellbridge.poppy.decomposition import ExpressionDecomposition, expression_decomposition
 from cellbridge.poppy.inputs import bulk_inputs, cell_source, encode_bulk
 from cellbridge.poppy.pairs import ArrayCells
 from cellbridge.poppy.training import quiet_lightning
@@ -76,12 +77,21 @@ class PhenotypeConfig(Options):
     finetune_bulk
         Train the stage-1 bulk encoder with the head (``True``) or keep it frozen.
     reconstruction_weight
-        :math:`\\lambda` of an optional term *not in the paper*:
-        :math:`\\lambda\\,(1 - \\cos(E_c^{head}(\\sum_i \\alpha_i x^{(i)}), z_b))`, which asks the
-        attention to write each profile as a weighted combination of reference cells
-        that the frozen stage-1 cell encoder maps back onto its bulk embedding (the
-        decomposition of the paper's discussion). With the ``"poppy"`` reference the
-        pooled embedding is compared after l2-normalisation. ``0`` = the paper's loss.
+        :math:`\\lambda` of an optional decomposition term *not in the paper*, which asks
+        the attention to write each profile as a weighted combination of the reference
+        cells (the decomposition of the paper's discussion). ``0`` = the paper's loss,
+        under which *which* cells a class attends to is left free (guide §5); 100 with
+        the ``"expression"`` space makes the attribution find the cells that make up the
+        responders' profiles.
+    reconstruction_space
+        ``"expression"`` (default): the attention-weighted mixture of the reference
+        cells' expression fractions should equal the profile's,
+        :math:`\\lambda \\mathcal{L}_{dec}` (:mod:`cellbridge.poppy.decomposition`; needs
+        the atlas's raw counts for the encoder's genes, and bulk given as log1p-CPM).
+        ``"embedding"``: :math:`\\lambda\\,(1 - \\cos(E_c^{head}(\\sum_i \\alpha_i x^{(i)}),
+        z_b))`, the pooled cell embedding mapped by the frozen stage-1 cell encoder
+        should land on the bulk embedding (with the ``"poppy"`` reference the pooled
+        embedding is compared after l2-normalisation); weaker on the pbmc patients.
     learning_rate, weight_decay
         AdamW.
     batch_size, max_epochs
@@ -103,6 +113,7 @@ class PhenotypeConfig(Options):
     temperature: float | None = None
     finetune_bulk: bool = True
     reconstruction_weight: float = 0.0
+    reconstruction_space: str = "expression"
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
     batch_size: int = 16
@@ -119,6 +130,12 @@ class PhenotypeConfig(Options):
         _int(self, "seed")
         if self.reference not in ("poppy", "frozen"):
             _bad("reference", self.reference, "must be 'poppy' or 'frozen'")
+        if self.reconstruction_space not in ("embedding", "expression"):
+            _bad(
+                "reconstruction_space",
+                self.reconstruction_space,
+                "must be 'embedding' or 'expression'",
+            )
         if not isinstance(self.finetune_bulk, bool):
             _bad("finetune_bulk", self.finetune_bulk, "must be true or false")
         if self.temperature is not None:
@@ -294,10 +311,7 @@ def reference_embeddings(
         raise InputError("atlas", "must be a non-empty AnnData of cells")
     source = cell_source(atlas, model.config, model.standin)
     assert isinstance(source, ArrayCells)  # an AnnData always gives an in-memory source
-    rows = np.arange(atlas.n_obs)
-    if config.max_reference_cells is not None and config.max_reference_cells < atlas.n_obs:
-        rng = np.random.default_rng([config.seed, 11])
-        rows = np.sort(rng.choice(atlas.n_obs, config.max_reference_cells, replace=False))
+    rows = reference_rows(atlas.n_obs, config)
     cells = torch.from_numpy(np.ascontiguousarray(source.embedding[rows]))
     if config.reference == "poppy":
         encoder = model._fitted().cell_encoder.eval()
@@ -306,6 +320,14 @@ def reference_embeddings(
     obs = atlas.obs.iloc[rows].copy()
     obs.index = obs.index.astype(str)
     return cells.contiguous(), obs
+
+
+def reference_rows(n_cells: int, config: PhenotypeConfig) -> np.ndarray:
+    """Atlas rows of the reference set: all, or a seeded subsample of ``max_reference_cells``."""
+    if config.max_reference_cells is None or config.max_reference_cells >= n_cells:
+        return np.arange(n_cells)
+    rng = np.random.default_rng([config.seed, 11])
+    return np.sort(rng.choice(n_cells, config.max_reference_cells, replace=False))
 
 
 class _FinetuneTask(pl.LightningModule):
@@ -320,25 +342,37 @@ class _FinetuneTask(pl.LightningModule):
         reference: torch.Tensor,
         config: PhenotypeConfig,
         cell_head: nn.Module | None = None,
+        decomposition: ExpressionDecomposition | None = None,
     ) -> None:
         super().__init__()
         self.encoder, self.head, self.config = encoder, head, config
         # frozen: maps an attention-pooled frozen cell embedding into the aligned space
         self.cell_head = cell_head
+        self.decomposition = decomposition
         self.register_buffer("reference", reference, persistent=False)
+        if decomposition is not None:
+            self.register_buffer("cell_features", decomposition.cells, persistent=False)
         self.loss_fn = nn.BCEWithLogitsLoss()
         self.epoch_losses: list[float] = []
         self._batch_losses: list[float] = []
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
-        tokens, y = batch
+    def training_step(self, batch: tuple[torch.Tensor, ...], _: int) -> torch.Tensor:
+        tokens, y = batch[0], batch[1]
         z, _alpha = self.encoder(tokens)
         weight = self.config.reconstruction_weight
         out, pooled = self.head.predict_and_pool(
-            z, self.reference, chunk_size=self.config.chunk_size, pool=weight > 0
+            z,
+            self.reference,
+            chunk_size=self.config.chunk_size,
+            pool=weight > 0,
+            features=self._cell_features(),
         )
         loss = self.loss_fn(out[:, 0], y)
-        if pooled is not None:
+        if pooled is not None and self.decomposition is not None:
+            reconstruction = self.decomposition.loss(pooled, batch[2])
+            self.log("reconstruction", reconstruction, prog_bar=True, batch_size=y.shape[0])
+            loss = loss + weight * reconstruction
+        elif pooled is not None:
             rebuilt = (
                 self.cell_head(pooled)
                 if self.cell_head is not None
@@ -350,6 +384,14 @@ class _FinetuneTask(pl.LightningModule):
         self._batch_losses.append(float(loss.detach()))
         self.log("loss", loss, prog_bar=True, batch_size=y.shape[0])
         return loss
+
+    def _cell_features(self) -> torch.Tensor | None:
+        """The decomposition's per-cell features (a buffer that follows the device)."""
+        if self.decomposition is None:
+            return None
+        features = self.cell_features
+        assert isinstance(features, torch.Tensor)
+        return features
 
     def on_train_epoch_end(self) -> None:
         self.epoch_losses.append(float(np.mean(self._batch_losses)))
@@ -392,10 +434,15 @@ def finetune(
     with torch.no_grad():  # start at the base rate: logit(mean y)
         p = float(y.mean())
         head.bias.fill_(float(np.log(p / (1 - p))))
-    data = TensorDataset(
+    columns = [
         torch.from_numpy(np.asarray(tokens(inputs), dtype=np.float32)),
         torch.from_numpy(y.astype(np.float32)),
-    )
+    ]
+    decomposition = None
+    if config.reconstruction_weight > 0 and config.reconstruction_space == "expression":
+        decomposition = _decomposition(model, inputs, atlas, config)
+        columns.append(decomposition.bulk)
+    data = TensorDataset(*columns)
     loader = DataLoader(
         data,
         batch_size=min(config.batch_size, len(data)),
@@ -403,13 +450,17 @@ def finetune(
         generator=torch.Generator().manual_seed(config.seed),
     )
     cell_head = None
-    if config.reconstruction_weight > 0 and config.reference == "frozen":
+    if (
+        config.reconstruction_weight > 0
+        and config.reconstruction_space == "embedding"
+        and config.reference == "frozen"
+    ):
         stage1 = net.cell_encoder
         cell_head = nn.Sequential(
             copy.deepcopy(stage1.standardize), copy.deepcopy(stage1.head)
         ).eval()
         cell_head.requires_grad_(False)
-    task = _FinetuneTask(encoder, head, reference, config, cell_head)
+    task = _FinetuneTask(encoder, head, reference, config, cell_head, decomposition)
     with quiet_lightning():
         trainer = pl.Trainer(
             max_epochs=config.max_epochs,
@@ -437,6 +488,28 @@ def finetune(
         reference,
         reference_obs,
         task.epoch_losses,
+    )
+
+
+def _decomposition(
+    model: POPPY, inputs: np.ndarray, atlas: AnnData | CellStore, config: PhenotypeConfig
+) -> ExpressionDecomposition:
+    """The expression-space decomposition targets (bulk inputs are log1p-CPM)."""
+    encoder = model.token_encoder
+    if model.config.bulk_key is not None or encoder is None:
+        raise InputError(
+            "reconstruction_space",
+            "'expression' needs bulk expression, but the bulk encoder reads a "
+            "precomputed embedding (bulk_key)",
+            fix="use reconstruction_space='embedding'",
+        )
+    assert isinstance(atlas, AnnData)  # reference_embeddings refused a CellStore
+    return expression_decomposition(
+        np.expm1(inputs.astype(np.float64)),
+        atlas,
+        reference_rows(atlas.n_obs, config),
+        list(encoder.genes),
+        seed=config.seed,
     )
 
 
