@@ -367,3 +367,65 @@ def test_random_refuses_bad_input(drugs_arg: Any, kwargs: dict[str, Any], field:
     with pytest.raises(InputError) as err:
         random_embedding(drugs_arg, **kwargs)
     assert err.value.field == field
+
+
+# --- ADMET-AI's stored predictions for the simulated screen's drugs --------------------
+
+
+def test_stored_admet_predictions_cover_the_drug_table() -> None:
+    """96 drugs with their SMILES; the RDKit-computed physicochemical columns equal
+    RDKit's own descriptors (an independent check that rows and molecules match)."""
+    from rdkit.Chem import Descriptors
+
+    from cellbridge.data import admet_predictions, drug_table
+
+    table = admet_predictions()
+    drugs = drug_table().set_index("name")
+    assert list(table.index) == list(drugs.index)
+    assert (table["smiles"] == drugs["smiles"]).all()
+    assert table.drop(columns="smiles").shape[1] == 52
+    assert np.isfinite(table.drop(columns="smiles").to_numpy(dtype=float)).all()
+    weights = [Descriptors.MolWt(Chem.MolFromSmiles(s)) for s in table["smiles"]]
+    np.testing.assert_allclose(table["molecular_weight"], weights, rtol=1e-6)
+    assert "admet-ai" in table.attrs["source"]
+
+
+def test_precomputed_admet_serves_rows_by_smiles_and_refuses_unknown_ones() -> None:
+    from cellbridge.bird import PrecomputedADMET
+    from cellbridge.data import admet_predictions
+
+    table = admet_predictions()
+    smiles = table["smiles"].iloc[:5]
+    emb = admet_embedding(smiles, model=PrecomputedADMET(table), standardize=False)
+    np.testing.assert_array_equal(emb.to_numpy(), table.iloc[:5, 1:].to_numpy(dtype=float))
+    assert list(emb.columns) == list(table.columns[1:])
+    z = admet_embedding(smiles, model=PrecomputedADMET(table))
+    raw = table.iloc[:5, 1:].to_numpy(dtype=float)
+    sd = raw.std(axis=0)
+    want = np.divide(raw - raw.mean(axis=0), sd, out=np.zeros_like(raw), where=sd > 0)
+    np.testing.assert_allclose(z.to_numpy(), want, atol=1e-12)
+    with pytest.raises(InputError, match="no stored ADMET-AI predictions"):
+        admet_embedding(
+            pd.Series({"ethanol": "CCO"}), model=PrecomputedADMET(table), standardize=False
+        )
+    with pytest.raises(InputError, match="smiles"):
+        PrecomputedADMET(table.drop(columns="smiles"))
+
+
+# admet-ai's own stack (Chemprop, Lightning) warns about its dependencies' deprecations
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_stored_predictions_equal_the_admet_ai_package() -> None:
+    """Runs where admet-ai is installed (it pins its own Chemprop and RDKit, so not in
+    cellbridge's test environment): the stored table is what the package predicts."""
+    pytest.importorskip("admet_ai", reason="admet-ai is not installed (optional extra)")
+    from cellbridge.data import admet_predictions
+
+    table = admet_predictions().iloc[:8]
+    live = admet_embedding(table["smiles"], standardize=False)
+    # Chemprop runs in float32 and batches differently for 8 molecules than for 96, so
+    # the last digits move (measured: 1.9e-6 at most)
+    np.testing.assert_allclose(
+        live.to_numpy(), table.drop(columns="smiles").to_numpy(dtype=float), rtol=1e-4, atol=1e-5
+    )

@@ -2,6 +2,7 @@
 
 from cellbridge.bird.baselines import (
     ADMET_INSTALL_HINT,
+    PrecomputedADMET,
     admet_embedding,
     morgan_embedding,
     random_embedding,
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_TOP_K",
     "BirdConfig",
     "KnnResult",
+    "PrecomputedADMET",
     "Signatures",
     "admet_embedding",
     "bird_embedding",

@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_MORGAN_BITS",
     "DEFAULT_MORGAN_RADIUS",
     "DEFAULT_RANDOM_DIM",
+    "PrecomputedADMET",
     "admet_embedding",
     "morgan_embedding",
     "random_embedding",
@@ -250,6 +251,42 @@ def _admet_model_class() -> Any:
             fix=ADMET_INSTALL_HINT,
         ) from err
     return ADMETModel
+
+
+class PrecomputedADMET:
+    """Stored ADMET-AI predictions behind ``ADMETModel.predict``'s interface.
+
+    Pass as ``model=`` to :func:`admet_embedding`, e.g. with
+    :func:`cellbridge.data.admet_predictions` (ADMET-AI's predictions for the drugs of the
+    simulated screen), or with predictions a user made in an environment with admet-ai.
+
+    Parameters
+    ----------
+    table
+        One row per molecule: a ``smiles`` column and one numeric column per property.
+    """
+
+    def __init__(self, table: pd.DataFrame) -> None:
+        if "smiles" not in table.columns:
+            raise InputError(
+                "table",
+                "needs a 'smiles' column next to the property columns",
+                values=list(table.columns)[:10],
+            )
+        by_smiles = table.drop_duplicates("smiles").set_index("smiles")
+        self.table = by_smiles.drop(columns=[c for c in ("drug", "name") if c in by_smiles])
+
+    def predict(self, smiles: list[str]) -> pd.DataFrame:
+        """The stored rows of ``smiles``, indexed by SMILES, as ``ADMETModel.predict``."""
+        missing = [s for s in smiles if s not in self.table.index]
+        if missing:
+            raise InputError(
+                "smiles",
+                "have no stored ADMET-AI predictions",
+                values=missing,
+                fix="predict them with admet-ai (pip install 'cellbridge[admet]')",
+            )
+        return self.table.loc[list(smiles)]
 
 
 def _zscore(X: np.ndarray) -> np.ndarray:

@@ -10,7 +10,12 @@ from cellbridge.data.bulk import (
     stack_profiles,
 )
 from cellbridge.data.datasets import PbmcPatients, pbmc68k, pbmc_patients
-from cellbridge.data.perturbation import PerturbationTruth, drug_table, perturbation_screen
+from cellbridge.data.perturbation import (
+    PerturbationTruth,
+    admet_predictions,
+    drug_table,
+    perturbation_screen,
+)
 from cellbridge.data.readers import read_cells
 from cellbridge.data.readers_3ca import read_3ca, read_3ca_study
 from cellbridge.data.readers_tahoe import iter_tahoe_plates, read_tahoe_plate
@@ -30,6 +35,7 @@ __all__ = [
     "CellStoreWriter",
     "PbmcPatients",
     "PerturbationTruth",
+    "admet_predictions",
     "assert_disjoint",
     "assign_split",
     "cancer_normal_tumours",

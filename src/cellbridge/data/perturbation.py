@@ -40,6 +40,28 @@ _LIBRARY_SD = 0.3
 _POTENCY = (0.75, 1.25)
 
 
+def admet_predictions() -> pd.DataFrame:
+    """ADMET-AI's raw predictions for the 96 drugs of :func:`drug_table` (stored, real).
+
+    Computed with admet-ai 2.0.1 (Chemprop 2.3.1, RDKit 2026.03.6), ``ADMETModel(
+    include_physchem=True, drugbank_path=None)``, by ``scripts/make_admet_table.py``, and
+    shipped as ``cellbridge/data/resources/admet_ai_drugs.csv`` because admet-ai pins
+    Chemprop and RDKit versions of its own. Serve them to
+    :func:`cellbridge.bird.admet_embedding` with :class:`cellbridge.bird.PrecomputedADMET`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index the drug names (``"drug"``); column ``smiles``, then one float column per
+        ADMET-AI property in ADMET-AI's order.
+    """
+    path = importlib.resources.files("cellbridge.data") / "resources" / "admet_ai_drugs.csv"
+    with path.open("r", encoding="utf-8") as handle:
+        table = pd.read_csv(handle, index_col="drug", keep_default_na=False)
+    table.attrs["source"] = "admet-ai 2.0.1 (Chemprop 2.3.1, RDKit 2026.03.6)"
+    return table
+
+
 def drug_table() -> pd.DataFrame:
     """The 96 real approved drugs the simulated screen draws from, 8 in each of 12 classes.
 
