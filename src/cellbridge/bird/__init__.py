@@ -32,6 +32,7 @@ from cellbridge.bird.signatures import (
     Signatures,
     compare_groups,
     compare_many,
+    compare_rows,
     differential_response,
     mann_whitney_u,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "bird_embedding",
     "compare_groups",
     "compare_many",
+    "compare_rows",
     "differential_response",
     "drug_profiles",
     "enrichment",
