@@ -12,6 +12,7 @@ from cellbridge.metrics.integration import (
     silhouette_samples,
 )
 from cellbridge.metrics.retrieval import recall_at_k
+from cellbridge.metrics.separability import isolated_labels, kmeans_nmi_ari, separability
 
 __all__ = [
     "AurocCI",
@@ -21,8 +22,11 @@ __all__ = [
     "distance_correlation",
     "embedding_metrics",
     "improvement",
+    "isolated_labels",
+    "kmeans_nmi_ari",
     "label_enrichment",
     "recall_at_k",
+    "separability",
     "silhouette_label",
     "silhouette_samples",
 ]
