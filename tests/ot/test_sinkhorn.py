@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import ot
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 
+import cellbridge.ot._sinkhorn_engines as engines
 from cellbridge.errors import InputError
 from cellbridge.ot import (
     marginals_from_counts,
@@ -123,8 +125,18 @@ def test_converges_to_exact_ot_as_eps_goes_to_zero() -> None:
 
 
 @pytest.mark.parametrize("eps", [1.0, 0.1, 0.01, 1e-3])
-def test_kernel_gradients_equal_autograd_through_the_iterations(eps: float) -> None:
+def test_kernel_gradients_equal_autograd_through_the_iterations(
+    eps: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The hand-written reverse pass is the derivative of the same unrolled iterations."""
+    built = []
+    build = engines._Kernel.__init__
+
+    def counting(self: engines._Kernel, *args: Any) -> None:
+        built.append(1)
+        build(self, *args)
+
+    monkeypatch.setattr(engines._Kernel, "__init__", counting)
     C0, a0, b0, counts = problem(25, 6, seed=11)
     weights = torch.randn(25, 6, generator=torch.Generator().manual_seed(1), dtype=F64)
     labels = torch.repeat_interleave(torch.arange(6), counts - 1)
@@ -138,6 +150,11 @@ def test_kernel_gradients_equal_autograd_through_the_iterations(eps: float) -> N
     for got, want in zip(grads["kernel"], grads["logsumexp"], strict=True):
         assert torch.isfinite(got).all()
         torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10 * float(want.abs().max()))
+    # One kernel per axis at large eps; at small eps the rebuilds are exercised too.
+    if eps >= 0.1:
+        assert len(built) == 2
+    elif eps <= 1e-3:
+        assert len(built) > 2
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -25,9 +25,10 @@ is evaluated and differentiated.
 
   an identity, so each half-step costs one matrix-vector product instead of several
   elementwise passes with an ``exp``. Every factor is at most 1, so nothing overflows;
-  when a sum falls below a threshold at which terms lost to underflow could matter
-  (:func:`_safe_sum`), the kernel is rebuilt around the current potentials (its column
-  maxima are then exactly 1) before the half-step is taken. The backward pass is the
+  factors below :math:`\sqrt{\text{tiny}}` are set to 0, so no product is subnormal
+  (:func:`_flush`). When a sum falls below a threshold at which those lost terms could
+  matter (:func:`_safe_sum`), the kernel is rebuilt around the current potentials (its
+  column maxima are then exactly 1) before the half-step is taken. The backward pass is the
   reverse-mode derivative of *these same unrolled iterations*, written out by hand: the
   softmax of each half-step is :math:`\tilde K_{ik} p_i / c_k`, so the potentials'
   adjoints need one matrix-vector product per half-step and the cost's adjoint is
@@ -38,6 +39,7 @@ is evaluated and differentiated.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
 from typing import Any
 
@@ -60,14 +62,33 @@ def logsumexp_potentials(
     return u, v
 
 
-def _safe_sum(dtype: torch.dtype, n: int) -> float:
-    """Smallest accepted kernel sum: terms lost to underflow stay below 1% of an ulp.
+def _flush(dtype: torch.dtype) -> float:
+    """Kernel entries and weights below this are set to 0: then no product is subnormal.
 
-    Each lost term (a kernel entry or weight flushed to 0, or an underflowing product) is
-    below ``tiny`` because every factor is at most 1; at most ``n`` are lost per sum.
+    Subnormal numbers are exact enough but slow (a microcode assist per operation on x86):
+    with every factor in ``[sqrt(tiny), 1]`` each product is at least ``tiny``.
     """
-    info = torch.finfo(dtype)
-    return 100.0 * n * info.tiny / info.eps
+    return math.sqrt(torch.finfo(dtype).tiny)
+
+
+def _flushed_exp_(x: torch.Tensor) -> torch.Tensor:
+    """``exp`` in place, values below :func:`_flush` set to 0; never computes a subnormal.
+
+    Arguments are clamped first to just below ``log(_flush)``: an ``exp`` whose result is
+    subnormal is itself several times slower.
+    """
+    flush = _flush(x.dtype)
+    x.clamp_(min=math.log(flush) - 1.0).exp_()
+    return threshold(x, flush, 0.0, inplace=True)
+
+
+def _safe_sum(dtype: torch.dtype, n: int) -> float:
+    """Smallest accepted kernel sum: the terms flushed to 0 stay below 1% of an ulp of it.
+
+    Each lost term is below :func:`_flush` (its other factor is at most 1) and at most
+    ``n`` are lost per sum.
+    """
+    return 100.0 * n * _flush(dtype) / torch.finfo(dtype).eps
 
 
 class _Kernel:
@@ -79,20 +100,17 @@ class _Kernel:
     """
 
     def __init__(self, M: torch.Tensor, ref: torch.Tensor, axis: int) -> None:
-        tiny = torch.finfo(M.dtype).tiny
         self.axis = axis
         self.ref = ref
         x = M + (ref[:, None] if axis == 0 else ref[None, :])
         self.shift = x.amax(dim=axis)
-        x.sub_(self.shift[None, :] if axis == 0 else self.shift[:, None]).exp_()
-        self.mat = threshold(x, tiny, 0.0, inplace=True)  # no subnormals: they make products slow
+        self.mat = _flushed_exp_(x.sub_(self.shift[None, :] if axis == 0 else self.shift[:, None]))
 
     def weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """:math:`p = e^{x - \\bar r - m}` (flushed below ``tiny``) and :math:`m`."""
+        """:math:`p = e^{x - \\bar r - m}` (flushed below :func:`_flush`) and :math:`m`."""
         z = x - self.ref
         m = z.max()
-        w = z.sub_(m).exp_()
-        return threshold(w, torch.finfo(w.dtype).tiny, 0.0, inplace=True), m
+        return _flushed_exp_(z.sub_(m)), m
 
     def sums(self, w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """:math:`\\sum_i \\tilde K_{ik} w_i` (``axis=0``) or :math:`\\sum_k \\tilde K_{ik} w_k`."""
