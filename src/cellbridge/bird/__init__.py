@@ -1,5 +1,6 @@
 """BiRD: drug embeddings from measured transcriptional responses (Pegoraro et al.)."""
 
+from cellbridge.bird.align import AlignConfig, Aligner, drug_split, fit_per_line
 from cellbridge.bird.baselines import (
     ADMET_INSTALL_HINT,
     PrecomputedADMET,
@@ -26,6 +27,14 @@ from cellbridge.bird.knn import (
     nearest_training_drugs,
     win_rates,
 )
+from cellbridge.bird.retrieval import (
+    RetrievalResult,
+    compare_drug_spaces,
+    evaluate_retrieval,
+    retrieval_auroc,
+    retrieval_roc,
+    retrieval_scores,
+)
 from cellbridge.bird.signatures import (
     DEFAULT_ALPHA,
     DEFAULT_TOP_K,
@@ -42,18 +51,25 @@ __all__ = [
     "DEFAULT_ALPHA",
     "DEFAULT_N_COMPONENTS",
     "DEFAULT_TOP_K",
+    "AlignConfig",
+    "Aligner",
     "BirdConfig",
     "KnnResult",
     "PrecomputedADMET",
+    "RetrievalResult",
     "Signatures",
     "admet_embedding",
     "bird_embedding",
+    "compare_drug_spaces",
     "compare_groups",
     "compare_many",
     "compare_rows",
     "differential_response",
     "drug_profiles",
+    "drug_split",
     "enrichment",
+    "evaluate_retrieval",
+    "fit_per_line",
     "jaccard_similarity",
     "knn_evaluation",
     "knn_predict",
@@ -64,6 +80,9 @@ __all__ = [
     "nearest_training_drugs",
     "random_embedding",
     "read_gmt",
+    "retrieval_auroc",
+    "retrieval_roc",
+    "retrieval_scores",
     "save_embedding",
     "spectral_embedding",
     "top_improved_genes",
