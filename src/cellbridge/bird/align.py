@@ -12,6 +12,7 @@ pooled model (:meth:`Aligner.fit` on several lines).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -43,6 +44,8 @@ from cellbridge.poppy.config import (
 )
 
 __all__ = ["AlignConfig", "Aligner", "drug_split", "fit_per_line"]
+
+log = logging.getLogger(__name__)
 
 _KIND = "cellbridge.bird.Aligner"
 
@@ -475,7 +478,16 @@ class Aligner:
         drugs = torch.tensor(space.to_numpy(), dtype=torch.float32)
         train = self._loader(data, codes, train_rows, fixed=False)
         val_rows = np.flatnonzero(part == "val")
-        val = self._loader(data, codes, val_rows, fixed=True) if val_rows.size else None
+        val = None
+        if np.unique(codes[val_rows]).size >= 2:
+            val = self._loader(data, codes, val_rows, fixed=True)
+        else:
+            log.warning(
+                "%d validation drug(s): training %d epochs without early stopping "
+                "(Eq. 2 needs at least 2 drugs to compare)",
+                np.unique(codes[val_rows]).size,
+                config.max_epochs,
+            )
         task = _AlignTask(projection, drugs, config)
         history = fit_task(
             task,

@@ -10,6 +10,7 @@ prediction, positive when the drug is the cell's, and the AUROC is taken over al
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from cellbridge.bird.align import AlignConfig, Aligner, drug_split, fit_per_line, treated_cells
 from cellbridge.errors import InputError
-from cellbridge.metrics.separability import separability
+from cellbridge.metrics.separability import SCORES, separability
 
 __all__ = [
     "RetrievalResult",
@@ -30,6 +31,8 @@ __all__ = [
     "retrieval_roc",
     "retrieval_scores",
 ]
+
+log = logging.getLogger(__name__)
 
 #: False-positive rates at which per-line ROC curves are averaged.
 FPR_GRID = np.linspace(0.0, 1.0, 201)
@@ -163,6 +166,14 @@ def evaluate_retrieval(
     roc = pd.DataFrame({"fpr": FPR_GRID, **curves})
     roc["mean"] = roc[lines].mean(axis=1)
     return RetrievalResult(auroc, roc, pd.DataFrame(rows), data=_provenance(cells))
+
+
+def _separability(X: np.ndarray, drugs: np.ndarray, seed: int) -> pd.Series:
+    """scIB scores of the test cells, NaN (with a warning) under 2 test drugs."""
+    if np.unique(drugs).size < 2:
+        log.warning("separability needs 2 or more test drugs; got 1: scores left NaN")
+        return pd.Series(np.nan, index=list(SCORES), name="score")
+    return separability(X, drugs, seed=seed)
 
 
 def _provenance(cells: AnnData) -> str | None:

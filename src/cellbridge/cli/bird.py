@@ -1,7 +1,8 @@
-"""``cellbridge bird signatures|embed|knn-eval``: BiRD (§2, §4) from the command line.
+"""``cellbridge bird signatures|embed|knn-eval|align|evaluate``: BiRD from the command line.
 
 Options come from, in increasing precedence, the defaults of
-:class:`~cellbridge.bird.config.BirdConfig`, a config file (``--config``: TOML ``[bird]``
+:class:`~cellbridge.bird.config.BirdConfig` (or :class:`~cellbridge.bird.AlignConfig` for
+``align`` / ``evaluate``), a config file (``--config``: TOML ``[bird]`` / ``[align]``
 table or JSON) and the options given on the command line.
 """
 
@@ -15,16 +16,24 @@ import typer
 from rich.console import Console
 
 from cellbridge._io import atomic_path
+from cellbridge.bird.align import AlignConfig
 from cellbridge.bird.config import BirdConfig
 from cellbridge.cli.poppy import _build_options, _friendly, render_config_toml
 from cellbridge.data.readers import read_h5ad
 from cellbridge.errors import InputError
 
-__all__ = ["bird_app", "run_embed", "run_knn_eval", "run_signatures"]
+__all__ = [
+    "bird_app",
+    "run_align",
+    "run_embed",
+    "run_evaluate",
+    "run_knn_eval",
+    "run_signatures",
+]
 
 bird_app = typer.Typer(
     help="BiRD: drug embeddings from measured transcriptional responses "
-    "(signatures, embed, knn-eval).",
+    "(signatures, embed, knn-eval) and drug-aware alignment of cells (align, evaluate).",
     no_args_is_help=True,
 )
 out = Console()
@@ -294,12 +303,7 @@ def knn_eval(
 ) -> None:
     """k-NN post-perturbation prediction of held-out drugs (BiRD Task 1, Eq. 4, Fig. 3)."""
     cfg = _config(config, reference_lines=reference_lines)
-    paths: dict[str, Path] = {}
-    for item in embedding or []:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise InputError("--embedding", "must be NAME=PATH", values=[item])
-        paths[name] = Path(path)
+    paths = _named_paths(embedding)
     lines = [x.strip() for x in evaluation_lines.split(",")] if evaluation_lines else None
     run_knn_eval(
         cells,
@@ -313,4 +317,282 @@ def knn_eval(
         morgan=morgan,
         random_dim=random_dim,
         gmt=gmt,
+    )
+
+
+def _named_paths(items: list[str] | None) -> dict[str, Path]:
+    """``NAME=PATH`` options -> ``{name: path}``; names must be unique."""
+    paths: dict[str, Path] = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise InputError("--embedding", "must be NAME=PATH", values=[item])
+        if name in paths:
+            raise InputError("--embedding", "names must be unique", values=[name])
+        paths[name] = Path(path)
+    return paths
+
+
+def _lines(value: str | None) -> list[str] | None:
+    return [x.strip() for x in value.split(",") if x.strip()] if value else None
+
+
+# ------------------------------------------------------------------ align / evaluate
+AlignConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="TOML (\\[align] table) or JSON options file.")
+]
+
+
+def _ah(name: str) -> str:
+    from cellbridge.cli.poppy import _help
+
+    return _help(name, AlignConfig)
+
+
+def run_align(
+    cells: Path,
+    embedding: Path,
+    output: Path,
+    config: AlignConfig,
+    *,
+    lines: list[str] | None,
+    pooled: bool,
+    progress: bool,
+) -> None:
+    """Train aligners (one per line, or pooled) and save them under ``output``."""
+    from cellbridge._io import check_writable_dir
+    from cellbridge.bird import Aligner, drug_split, fit_per_line, load_embedding
+    from cellbridge.bird.align import treated_cells
+
+    directory = check_writable_dir(output, field="--output")
+    adata = read_h5ad(cells, field="cells")
+    space = load_embedding(embedding)
+    if pooled:
+        if lines is not None:
+            column = adata.obs[config.cell_line_key].astype(str)
+            adata = adata[column.isin(lines).to_numpy()].copy()
+        models = {"pooled": Aligner(config).fit(adata, space, progress=progress)}
+    else:
+        split = drug_split(sorted(set(treated_cells(adata, config).drug)), config)
+        models = fit_per_line(adata, space, config, lines=lines, split=split, progress=progress)
+    for name, model in models.items():
+        model.save(directory / name)
+    first = next(iter(models.values()))
+    assert first.split is not None
+    with atomic_path(directory / "split.csv") as tmp:
+        first.split.to_csv(tmp)
+    for name, model in models.items():
+        history = model.history
+        loss = f"{history.train_loss[-1]:.3f}" if history and history.train_loss else "-"
+        out.print(f"{name}: trained on {len(model.lines) or 1} line(s), last train loss {loss}")
+    out.print(f"wrote {directory}/: {', '.join([*models, 'split.csv'])}")
+
+
+@bird_app.command()
+@_friendly
+def align(
+    cells: Annotated[
+        Path | None, typer.Argument(help="Cells or replicates .h5ad with obsm[cell_key].")
+    ] = None,
+    embedding: Annotated[
+        Path | None, typer.Argument(help="Drug embedding .parquet (drugs x dims).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Directory of the saved models.")
+    ] = None,
+    lines: Annotated[
+        str | None, typer.Option(help="Comma-separated cell lines (default: all).")
+    ] = None,
+    pooled: Annotated[
+        bool, typer.Option(help="One model on all lines instead of one per line.")
+    ] = False,
+    cell_key: Annotated[str | None, typer.Option(help=_ah("cell_key"))] = None,
+    drug_key: Annotated[str | None, typer.Option(help=_ah("drug_key"))] = None,
+    cell_line_key: Annotated[str | None, typer.Option(help=_ah("cell_line_key"))] = None,
+    control_key: Annotated[
+        str | None, typer.Option(metavar="TEXT|none", help=_ah("control_key"))
+    ] = None,
+    head: Annotated[str | None, typer.Option(help=_ah("head"))] = None,
+    hidden_dim: Annotated[int | None, typer.Option(help=_ah("hidden_dim"))] = None,
+    normalize_drugs: Annotated[
+        bool | None,
+        typer.Option("--normalize-drugs/--raw-drugs", help=_ah("normalize_drugs")),
+    ] = None,
+    epsilon: Annotated[float | None, typer.Option(help=_ah("epsilon"))] = None,
+    sinkhorn_iterations: Annotated[
+        int | None, typer.Option(help=_ah("sinkhorn_iterations"))
+    ] = None,
+    drugs_per_batch: Annotated[int | None, typer.Option(help=_ah("drugs_per_batch"))] = None,
+    cells_per_drug: Annotated[int | None, typer.Option(help=_ah("cells_per_drug"))] = None,
+    batches_per_epoch: Annotated[
+        str | None, typer.Option(metavar="INTEGER|none", help=_ah("batches_per_epoch"))
+    ] = None,
+    learning_rate: Annotated[float | None, typer.Option(help=_ah("learning_rate"))] = None,
+    weight_decay: Annotated[float | None, typer.Option(help=_ah("weight_decay"))] = None,
+    max_epochs: Annotated[int | None, typer.Option(help=_ah("max_epochs"))] = None,
+    patience: Annotated[int | None, typer.Option(help=_ah("patience"))] = None,
+    val_fraction: Annotated[float | None, typer.Option(help=_ah("val_fraction"))] = None,
+    test_fraction: Annotated[float | None, typer.Option(help=_ah("test_fraction"))] = None,
+    seed: Annotated[int | None, typer.Option(help=_ah("seed"))] = None,
+    accelerator: Annotated[str | None, typer.Option(help=_ah("accelerator"))] = None,
+    devices: Annotated[
+        str | None, typer.Option(metavar="INTEGER|TEXT", help=_ah("devices"))
+    ] = None,
+    strategy: Annotated[str | None, typer.Option(help=_ah("strategy"))] = None,
+    config: AlignConfigOption = None,
+    write_config: Annotated[
+        bool, typer.Option("--write-config", help="Print a TOML \\[align] table and exit.")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Align frozen cell embeddings to a drug embedding by entropic OT (BiRD §3, Eq. 2-3)."""
+    from dataclasses import fields
+
+    if write_config:
+        print(render_config_toml(AlignConfig()), end="")
+        raise typer.Exit()
+    if cells is None or embedding is None or output is None:
+        raise InputError("CELLS / EMBEDDING / --output", "all are required", fix="see --help")
+    given: dict[str, object] = dict(locals())
+    cfg = _build_options(AlignConfig, config, {f.name: given[f.name] for f in fields(AlignConfig)})
+    run_align(cells, embedding, output, cfg, lines=_lines(lines), pooled=pooled, progress=progress)
+
+
+def run_evaluate(
+    cells: Path,
+    embeddings: dict[str, Path],
+    output: Path,
+    config: AlignConfig,
+    *,
+    lines: list[str] | None,
+    morgan: bool,
+    admet: bool,
+    admet_table: Path | None,
+    random_dim: int | None,
+    progress: bool,
+) -> None:
+    """Align the cells to every drug embedding and score retrieval and separability."""
+    from cellbridge._io import check_writable_dir
+    from cellbridge.bird import (
+        PrecomputedADMET,
+        admet_embedding,
+        compare_drug_spaces,
+        load_embedding,
+        morgan_embedding,
+        random_embedding,
+    )
+    from cellbridge.bird.align import treated_cells
+    from cellbridge.plotting import (
+        plot_cross_line_auroc,
+        plot_retrieval_roc,
+        plot_separability,
+    )
+
+    directory = check_writable_dir(output, field="--output")
+    adata = read_h5ad(cells, field="cells")
+    frames = {name: load_embedding(path) for name, path in embeddings.items()}
+    drugs = sorted(set(treated_cells(adata, config).drug))
+    if morgan or admet or admet_table is not None:
+        if "smiles" not in adata.obs:
+            raise InputError("cells.obs", "has no 'smiles' column for --morgan / --admet")
+        smiles = adata.obs.drop_duplicates(config.drug_key).set_index(config.drug_key)["smiles"]
+        smiles = smiles.astype(str)
+        smiles.index = smiles.index.astype(str)
+        smiles = smiles.loc[drugs]
+        if morgan:
+            frames["Morgan"] = morgan_embedding(smiles)
+        if admet_table is not None:
+            table = pd.read_csv(admet_table)
+            frames["ADMET-AI"] = admet_embedding(smiles, model=PrecomputedADMET(table))
+        elif admet:
+            frames["ADMET-AI"] = admet_embedding(smiles)
+    if random_dim is not None:
+        frames["random"] = random_embedding(drugs, dim=random_dim, seed=config.seed)
+    if not frames:
+        raise InputError("--embedding", "no embedding to evaluate", fix="pass NAME=PATH")
+    summary, results = compare_drug_spaces(adata, frames, config, lines=lines, progress=progress)
+    data = summary.attrs.get("data")
+    tables: dict[str, pd.DataFrame] = {"retrieval_summary.csv": summary}
+    figures = {
+        "retrieval_roc.png": plot_retrieval_roc(
+            {name: r.roc for name, r in results.items()}, data=data
+        ),
+        "separability.png": plot_separability(summary, data=data),
+    }
+    for name, result in results.items():
+        tables[f"retrieval_auroc_{name}.csv"] = result.auroc
+        tables[f"retrieval_roc_{name}.csv"] = result.roc
+        tables[f"separability_{name}.csv"] = result.separability
+        figures[f"cross_line_auroc_{name}.png"] = plot_cross_line_auroc(
+            result.auroc, title=f"Retrieval across cell lines: {name}", data=data
+        )
+    for file, frame in tables.items():
+        with atomic_path(directory / file) as tmp:
+            frame.to_csv(tmp)
+    for file, fig in figures.items():
+        with atomic_path(directory / file) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    shown = summary["auroc"].dropna().sort_values(ascending=False)
+    out.print(
+        "retrieval AUROC (held-out drugs): " + ", ".join(f"{n} {v:.3f}" for n, v in shown.items())
+    )
+    out.print(f"wrote {directory}/: {', '.join(sorted([*tables, *figures]))}")
+
+
+@bird_app.command()
+@_friendly
+def evaluate(
+    cells: Annotated[Path, typer.Argument(help="Cells or replicates .h5ad with obsm[cell_key].")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory.")],
+    embedding: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=PATH.parquet of a drug embedding (repeatable)."),
+    ] = None,
+    morgan: Annotated[bool, typer.Option(help="Add Morgan fingerprints (obs 'smiles').")] = False,
+    admet: Annotated[
+        bool, typer.Option(help="Add ADMET-AI predictions (needs cellbridge[admet]).")
+    ] = False,
+    admet_table: Annotated[
+        Path | None,
+        typer.Option(help="Add stored ADMET-AI predictions (.csv: smiles + properties)."),
+    ] = None,
+    random_dim: Annotated[
+        int | None, typer.Option(help="Add a seeded random embedding of this size.")
+    ] = None,
+    lines: Annotated[
+        str | None, typer.Option(help="Comma-separated cell lines (default: all).")
+    ] = None,
+    epsilon: Annotated[float | None, typer.Option(help=_ah("epsilon"))] = None,
+    max_epochs: Annotated[int | None, typer.Option(help=_ah("max_epochs"))] = None,
+    head: Annotated[str | None, typer.Option(help=_ah("head"))] = None,
+    cell_key: Annotated[str | None, typer.Option(help=_ah("cell_key"))] = None,
+    seed: Annotated[int | None, typer.Option(help=_ah("seed"))] = None,
+    config: AlignConfigOption = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = False,
+) -> None:
+    """Zero-shot retrieval, cross-line AUROC and scIB separability of every drug embedding
+    (BiRD Task 2, Eq. 5; Figs. 4-5, Table 1); one shared drug split. Other alignment
+    options: --config (an \\[align] table, see `cellbridge bird align --write-config`)."""
+    cfg = _build_options(
+        AlignConfig,
+        config,
+        {
+            "epsilon": epsilon,
+            "max_epochs": max_epochs,
+            "head": head,
+            "cell_key": cell_key,
+            "seed": seed,
+        },
+    )
+    run_evaluate(
+        cells,
+        _named_paths(embedding),
+        output,
+        cfg,
+        lines=_lines(lines),
+        morgan=morgan,
+        admet=admet,
+        admet_table=admet_table,
+        random_dim=random_dim,
+        progress=progress,
     )

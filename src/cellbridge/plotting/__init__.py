@@ -1,6 +1,11 @@
 """matplotlib figures; each function returns a Figure and draws nothing on screen."""
 
 from cellbridge.plotting.bird import plot_enrichment, plot_mae_ecdf, plot_win_rates
+from cellbridge.plotting.bird_retrieval import (
+    plot_cross_line_auroc,
+    plot_retrieval_roc,
+    plot_separability,
+)
 from cellbridge.plotting.phenotype import (
     plot_attribution,
     plot_cohort_auroc,
@@ -18,9 +23,12 @@ __all__ = [
     "plot_attribution",
     "plot_bulk_embeddings",
     "plot_cohort_auroc",
+    "plot_cross_line_auroc",
     "plot_enrichment",
     "plot_mae_ecdf",
+    "plot_retrieval_roc",
     "plot_score_agreement",
+    "plot_separability",
     "plot_similarity",
     "plot_win_rates",
     "principal_coordinate",
