@@ -233,3 +233,18 @@ def test_bad_input_is_refused(screen: Screen, line2: AnnData, aligner: Aligner) 
         AlignConfig(epsilon=0)
     with pytest.raises(InputError, match="head"):
         AlignConfig(head="transformer")
+
+
+def test_one_test_drug_leaves_separability_undefined_not_failed(screen: Screen) -> None:
+    """scIB needs two labels: with one test drug the scores are NaN (logged), while the
+    retrieval AUROC is still defined (one drug against all candidates)."""
+    drugs = sorted(screen.bird.index)
+    split = pd.Series("train", index=drugs)
+    split.iloc[:3] = "val"
+    split.iloc[3] = "test"
+    models = fit_per_line(
+        screen.reps, screen.bird, replace(FAST, max_epochs=2), split=split, progress=False
+    )
+    result = evaluate_retrieval(models, screen.reps, frozen=False)
+    assert result.separability.isna().all().all()
+    assert result.auroc.notna().all().all()

@@ -157,12 +157,10 @@ def evaluate_retrieval(
             if trained == tested:
                 fpr, tpr = retrieval_roc(Z, drugs, model.drug_space)
                 curves[trained] = np.interp(FPR_GRID, fpr, tpr)
-                rows.append(separability(Z, drugs, seed=config.seed).rename(trained))
+                rows.append(_separability(Z, drugs, config.seed).rename(trained))
                 if frozen:
                     X = np.asarray(query.obsm[config.cell_key], dtype=np.float64)
-                    rows.append(
-                        separability(X, drugs, seed=config.seed).rename(f"frozen: {trained}")
-                    )
+                    rows.append(_separability(X, drugs, config.seed).rename(f"frozen: {trained}"))
     roc = pd.DataFrame({"fpr": FPR_GRID, **curves})
     roc["mean"] = roc[lines].mean(axis=1)
     return RetrievalResult(auroc, roc, pd.DataFrame(rows), data=_provenance(cells))

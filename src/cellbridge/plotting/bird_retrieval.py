@@ -97,14 +97,14 @@ def plot_separability(
     values = summary[columns].to_numpy(dtype=np.float64)
     n_rows = len(summary)
     width = 0.8 / n_rows
-    fig, ax = plt.subplots(figsize=(1.3 * len(columns) + 2.5, 4.0), layout="constrained")
+    fig, ax = plt.subplots(figsize=(1.3 * len(columns) + 2.5, 4.4), layout="constrained")
     x = np.arange(len(columns))
     for i, name in enumerate(summary.index):
         ax.bar(x + (i - (n_rows - 1) / 2) * width, values[i], width, label=str(name))
     ax.set_xticks(x, [c.replace("_", " ") for c in columns])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("score (1 = labels separate)")
-    ax.legend(fontsize=8, ncols=min(n_rows, 3))
+    fig.legend(loc="outside lower center", fontsize=8, ncols=min(n_rows, 5))
     head = title or "Separability of the held-out drugs' cells (scIB, Table 1)"
     ax.set_title(with_provenance(head, data, width=80), fontsize=9)
     return fig
