@@ -39,11 +39,12 @@ def run_demo(directory: Path, *, seed: int, n_jobs: int) -> None:
     similarity = _similarity_step(directory, seed=seed, n_jobs=n_jobs)
     alignment, run = _alignment_step(directory, seed=seed)
     phenotype = _phenotype_step(directory, run, seed=seed)
+    bird = _bird_step(directory, seed=seed)
     manifest = {
         "cellbridge": __version__,
         "python": platform.python_version(),
         "seed": seed,
-        "data": similarity.pop("data"),
+        "data": {**similarity.pop("data"), "screen": bird.pop("data"), "screen_simulated": True},
         "steps": [
             "POPPY §2.1 compositions on the Cell Ontology",
             "POPPY Eq. 1 exact ontology W1",
@@ -51,10 +52,16 @@ def run_demo(directory: Path, *, seed: int, n_jobs: int) -> None:
             "POPPY §2.2 stage 1: contrastive alignment of bulk and cell sets (Eq. 2-5)",
             "POPPY §2.2.5 stage 2: phenotype head over the atlas, leave-one-cohort-out AUROC, "
             "per-cell attribution (§3.5)",
+            "BiRD §2 / Algorithm 1: DE signatures, Jaccard, spectral drug embedding; Morgan, "
+            "ADMET-AI (stored) and random baselines",
+            "BiRD Task 1 (Eq. 4): k-NN prediction of held-out drugs, win rates",
+            "BiRD §3 (Eq. 2-3): alignment of replicates to each drug space; Task 2 (Eq. 5) "
+            "zero-shot retrieval, cross-line AUROC, scIB separability",
         ],
         **similarity,
         "poppy": alignment,
         "poppy_phenotype": phenotype,
+        "bird": bird,
         "outputs": sorted(
             [
                 "similarity.h5ad",
@@ -63,6 +70,7 @@ def run_demo(directory: Path, *, seed: int, n_jobs: int) -> None:
                 "run.json",
                 *alignment["outputs"],
                 *phenotype["outputs"],
+                *bird["outputs"],
             ]
         ),
     }
@@ -71,7 +79,8 @@ def run_demo(directory: Path, *, seed: int, n_jobs: int) -> None:
     out.print(f"wrote {directory}/: {', '.join(manifest['outputs'])}")
     out.print(
         "[dim]This version runs POPPY's ontology similarity (§2.1, A.2), stage-1 alignment "
-        "(§2.2) and the stage-2 phenotype head (§2.2.5). BiRD joins the demo as it lands.[/]"
+        "(§2.2), the stage-2 phenotype head (§2.2.5), and BiRD's embeddings, k-NN "
+        "prediction and alignment with retrieval (§2-5).[/]"
     )
 
 
@@ -214,6 +223,85 @@ def _phenotype_step(directory: Path, run: PbmcAlignment, *, seed: int) -> dict[s
         "seconds": res.seconds,
         "outputs": [*tables, "phenotype_model", *figures],
     }
+
+
+def _bird_step(directory: Path, *, seed: int) -> dict[str, Any]:
+    """BiRD on the SIMULATED screen: embeddings, Task 1, alignment and Task 2 (Figs. 3-5)."""
+    from cellbridge.bird import save_embedding
+    from cellbridge.bird.screen import mean_mae, simulated_screen_run
+    from cellbridge.plotting import (
+        plot_cross_line_auroc,
+        plot_mae_ecdf,
+        plot_retrieval_roc,
+        plot_separability,
+        plot_win_rates,
+    )
+
+    out.print(
+        "[bold]BiRD[/] on the SIMULATED screen (48 real drugs, 4 simulated cell lines): "
+        "signatures from lines 0-1, k-NN prediction and drug-aware alignment on lines 2-3"
+    )
+    res = simulated_screen_run(seed=seed + 1, progress=True)
+    data = res.data
+    for name, frame in res.embeddings.items():
+        save_embedding(frame, directory / f"drug_embedding_{_slug(name)}.parquet")
+    summary = res.retrieval_summary
+    tables = {
+        "knn_mae.csv": res.knn.table,
+        "knn_win_rates.csv": res.win_rates,
+        "retrieval_summary.csv": summary,
+        "retrieval_auroc_BiRD.csv": res.retrieval["BiRD"].auroc,
+    }
+    for name, frame in tables.items():
+        with atomic_path(directory / name) as tmp:
+            frame.to_csv(tmp)
+    write_h5ad(res.replicates, directory / "bird_replicates.h5ad")
+    figures = {
+        "knn_ecdf.png": plot_mae_ecdf(res.knn.table, data=data),
+        "knn_win_rates.png": plot_win_rates(res.win_rates, data=data),
+        "retrieval_roc.png": plot_retrieval_roc(
+            {name: r.roc for name, r in res.retrieval.items()}, data=data
+        ),
+        "cross_line_auroc.png": plot_cross_line_auroc(
+            res.retrieval["BiRD"].auroc, title="BiRD retrieval across cell lines", data=data
+        ),
+        "separability.png": plot_separability(summary, data=data),
+    }
+    for name, fig in figures.items():
+        with atomic_path(directory / name) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    mae = mean_mae(res)
+    out.print(
+        "k-NN mean MAE (lower is better): " + ", ".join(f"{n} {v:.4f}" for n, v in mae.items())
+    )
+    table = Table(title="BiRD zero-shot retrieval and separability (simulated)")
+    for column in ("embedding", "AUROC", "cross-line AUROC", "scIB aggregate"):
+        table.add_column(column)
+    for label, row in summary.iterrows():
+        table.add_row(
+            str(label),
+            "-" if pd.isna(row["auroc"]) else f"{row['auroc']:.3f}",
+            "-" if pd.isna(row["cross_line_auroc"]) else f"{row['cross_line_auroc']:.3f}",
+            f"{row['aggregate']:.3f}",
+        )
+    out.print(table)
+    return {
+        "data": data,
+        "mean_mae": mae.to_dict(),
+        "win_rates": res.win_rates.to_dict(),
+        "retrieval": summary.reset_index().to_dict(orient="records"),
+        "seconds": res.seconds,
+        "outputs": [
+            *(f"drug_embedding_{_slug(n)}.parquet" for n in res.embeddings),
+            *tables,
+            "bird_replicates.h5ad",
+            *figures,
+        ],
+    }
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
 
 
 def _loco_table(loco: pd.DataFrame) -> Table:
