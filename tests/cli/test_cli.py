@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import anndata
@@ -106,7 +107,9 @@ def test_existing_output_survives_a_failed_run(cells_file: Path, tmp_path: Path)
     assert out.read_bytes() == b"previous result"
 
 
-def test_demo_writes_its_outputs_and_labels_simulated_data(tmp_path: Path) -> None:
+def test_demo_writes_its_outputs_and_labels_simulated_data(
+    tmp_path: Path, rendered_images: Callable[[Path, Path], tuple[int, int]] | None
+) -> None:
     result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--n-jobs", "1"])
     assert result.exit_code == 0, result.output
     assert "SEMI-SYNTHETIC" in result.stdout
@@ -160,3 +163,17 @@ def test_demo_writes_its_outputs_and_labels_simulated_data(tmp_path: Path) -> No
     for name in ("knn_ecdf.png", "knn_win_rates.png", "retrieval_roc.png", "separability.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert len(pd.read_csv(tmp_path / "knn_mae.csv")) == 4 * 2 * 12
+    # one self-contained report with every figure of the run embedded
+    import base64
+    import re
+
+    report = (tmp_path / "report.html").read_text(encoding="utf-8")
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', report)
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert len(images) == len(pngs), (len(images), pngs)
+    assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
+    assert "http" not in report.split("<body>", 1)[1].split("cellbridge", 1)[0]
+    assert "semi-synthetic" in report and "SIMULATED" in report
+    if rendered_images is not None:  # every figure drawn by a real browser
+        drawn, total = rendered_images(tmp_path / "report.html", tmp_path.parent)
+        assert drawn == total == len(pngs)

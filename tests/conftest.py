@@ -1,0 +1,52 @@
+"""Fixtures shared by all test folders."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+PROBE = """<script>window.addEventListener('load', function () {
+  var images = Array.from(document.images);
+  var drawn = images.filter(function (i) { return i.complete && i.naturalWidth > 0; });
+  document.body.setAttribute('data-rendered', drawn.length + '/' + images.length);
+});</script></body>"""
+
+CHROMIUM_MISSING = "headless Chromium is not installed (Debian: apt-get install chromium)"
+
+Renderer = Callable[[Path, Path], tuple[int, int]]
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@pytest.fixture(scope="session")
+def rendered_images() -> Renderer | None:
+    """``f(report, workdir) -> (images drawn, images in the page)`` once the HTML has
+    loaded in headless Chromium; ``None`` (reason printed) where Chromium is missing."""
+    executable = _chromium()
+    if executable is None:
+        print(f"NOTE: {CHROMIUM_MISSING}; report rendering not checked")
+        return None
+
+    def render(report: Path, work: Path) -> tuple[int, int]:
+        probe = work / "probe.html"
+        probe.write_text(report.read_text(encoding="utf-8").replace("</body>", PROBE))
+        command = [executable, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"]
+        result = subprocess.run(
+            [*command, probe.as_uri()], capture_output=True, text=True, timeout=120, check=False
+        )
+        match = re.search(r'data-rendered="(\d+)/(\d+)"', result.stdout)
+        assert match, result.stderr[-2000:]
+        return int(match.group(1)), int(match.group(2))
+
+    return render
