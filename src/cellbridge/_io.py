@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,22 @@ def check_writable_dir(path: str | os.PathLike[str], *, field: str) -> Path:
             field, f"directory {str(out)!r} is not writable", fix="choose another output directory"
         )
     return out
+
+
+@contextlib.contextmanager
+def output_directory(path: str | os.PathLike[str], *, field: str) -> Iterator[Path]:
+    """:func:`check_writable_dir`, undone on failure: a directory this call created is
+    removed (with whatever the failed run wrote in it), so a failed run leaves no output;
+    a directory that existed before is left as it was apart from atomically written files.
+    """
+    existed = Path(path).exists()
+    directory = check_writable_dir(path, field=field)
+    try:
+        yield directory
+    except BaseException:
+        if not existed:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
 
 
 def default_mode(*, directory: bool) -> int:

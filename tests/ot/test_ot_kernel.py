@@ -293,3 +293,8 @@ def test_bad_symmetrize_is_refused() -> None:
         InputError, match=r"symmetrize: must be 'union' or 'intersection', got 'both'"
     ):
         diffusion_kernel(GOOD, k=1, symmetrize="both")  # type: ignore[arg-type]
+
+
+def test_no_samples_is_refused() -> None:
+    with pytest.raises(InputError, match="no samples"):
+        diffusion_kernel(np.zeros((0, 0)), k=1)

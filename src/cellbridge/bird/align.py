@@ -190,7 +190,12 @@ def treated_cells(cells: AnnData, config: AlignConfig) -> _Inputs:
             fix="compute one (e.g. encoders.PCAStandIn) or set cell_key",
         )
     x = np.asarray(cells.obsm[config.cell_key])
-    if x.ndim != 2 or x.shape[0] != cells.n_obs or not np.issubdtype(x.dtype, np.number):
+    if (
+        x.ndim != 2
+        or x.shape[0] != cells.n_obs
+        or x.shape[1] == 0
+        or not np.issubdtype(x.dtype, np.number)
+    ):
         raise InputError(
             f"cells.obsm[{config.cell_key!r}]",
             "must be a numeric (cells, dims) matrix",

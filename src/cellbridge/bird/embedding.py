@@ -464,13 +464,24 @@ def load_embedding(path: str | os.PathLike[str]) -> pd.DataFrame:
     Raises
     ------
     InputError
-        The file does not exist, or its drug index has duplicates.
+        The file does not exist or is not a readable parquet file, or its drug index has
+        duplicates.
     """
     if not os.path.exists(path):
         raise InputError(
             "path", "does not exist", values=[os.fspath(path)], fix="pass a saved embedding file"
         )
-    E = pd.read_parquet(path, engine="pyarrow")
+    import pyarrow
+
+    try:
+        E = pd.read_parquet(path, engine="pyarrow")
+    except (pyarrow.ArrowException, OSError) as err:
+        raise InputError(
+            "path",
+            f"is not a readable parquet file ({type(err).__name__}: {err})",
+            values=[os.fspath(path)],
+            fix="pass an embedding written by cellbridge (save_embedding / `bird embed`)",
+        ) from None
     dup = _duplicates(list(E.index))
     if dup:
         raise InputError(

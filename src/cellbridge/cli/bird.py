@@ -15,7 +15,7 @@ import pandas as pd
 import typer
 from rich.console import Console
 
-from cellbridge._io import atomic_path
+from cellbridge._io import atomic_path, output_directory
 from cellbridge.bird.align import AlignConfig
 from cellbridge.bird.config import BirdConfig
 from cellbridge.cli.poppy import _build_options, _friendly, render_config_toml
@@ -305,19 +305,20 @@ def knn_eval(
     cfg = _config(config, reference_lines=reference_lines)
     paths = _named_paths(embedding)
     lines = [x.strip() for x in evaluation_lines.split(",")] if evaluation_lines else None
-    run_knn_eval(
-        cells,
-        paths,
-        output,
-        cfg,
-        evaluation_lines=lines,
-        test_fraction=test_fraction,
-        k=k,
-        seed=seed,
-        morgan=morgan,
-        random_dim=random_dim,
-        gmt=gmt,
-    )
+    with output_directory(output, field="--output"):
+        run_knn_eval(
+            cells,
+            paths,
+            output,
+            cfg,
+            evaluation_lines=lines,
+            test_fraction=test_fraction,
+            k=k,
+            seed=seed,
+            morgan=morgan,
+            random_dim=random_dim,
+            gmt=gmt,
+        )
 
 
 def _named_paths(items: list[str] | None) -> dict[str, Path]:
@@ -455,7 +456,10 @@ def align(
         raise InputError("CELLS / EMBEDDING / --output", "all are required", fix="see --help")
     given: dict[str, object] = dict(locals())
     cfg = _build_options(AlignConfig, config, {f.name: given[f.name] for f in fields(AlignConfig)})
-    run_align(cells, embedding, output, cfg, lines=_lines(lines), pooled=pooled, progress=progress)
+    with output_directory(output, field="--output"):
+        run_align(
+            cells, embedding, output, cfg, lines=_lines(lines), pooled=pooled, progress=progress
+        )
 
 
 def run_evaluate(
@@ -584,15 +588,16 @@ def evaluate(
             "seed": seed,
         },
     )
-    run_evaluate(
-        cells,
-        _named_paths(embedding),
-        output,
-        cfg,
-        lines=_lines(lines),
-        morgan=morgan,
-        admet=admet,
-        admet_table=admet_table,
-        random_dim=random_dim,
-        progress=progress,
-    )
+    with output_directory(output, field="--output"):
+        run_evaluate(
+            cells,
+            _named_paths(embedding),
+            output,
+            cfg,
+            lines=_lines(lines),
+            morgan=morgan,
+            admet=admet,
+            admet_table=admet_table,
+            random_dim=random_dim,
+            progress=progress,
+        )

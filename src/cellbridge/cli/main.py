@@ -129,8 +129,12 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the semi-synthetic patients.")] = 0,
     n_jobs: Annotated[int, typer.Option(help="Threads (-1: all cores).")] = -1,
 ) -> None:
-    """Run cellbridge on its embedded data (semi-synthetic patients of real PBMCs)."""
-    run_demo(out, seed=seed, n_jobs=n_jobs)
+    """Run cellbridge on its embedded data: semi-synthetic patients of real PBMCs (POPPY)
+    and a simulated screen of real drugs (BiRD)."""
+    from cellbridge._io import output_directory
+
+    with output_directory(out, field="--out"):
+        run_demo(out, seed=seed, n_jobs=n_jobs)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,6 +20,8 @@ def _check_distances(D: np.ndarray) -> np.ndarray:
     D = np.asarray(D)
     if D.ndim != 2 or D.shape[0] != D.shape[1]:
         raise InputError("D", f"must be a square distance matrix, got shape {D.shape}")
+    if D.shape[0] == 0:
+        raise InputError("D", "has no samples (a 0 x 0 matrix)", fix="pass at least one sample")
     if not np.issubdtype(D.dtype, np.number) or np.issubdtype(D.dtype, np.complexfloating):
         raise InputError("D", f"must be numeric, got dtype {D.dtype}")
     D = np.asarray(D, dtype=np.float64)

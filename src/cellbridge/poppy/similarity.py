@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from cellbridge._version import __version__
+from cellbridge.errors import InputError
 from cellbridge.ontology import (
     Compositions,
     Ontology,
@@ -87,6 +88,10 @@ def sample_similarity(
     """
     ontology = load_cell_ontology() if ontology is None and graph is None else ontology
     t0 = time.perf_counter()
+    if not isinstance(adata, anndata.AnnData) or adata.n_obs == 0:
+        raise InputError(
+            "cells", "has no cells", fix="pass an AnnData with the cells of each sample"
+        )
     comp = compositions(
         adata,
         sample_key=sample_key,
