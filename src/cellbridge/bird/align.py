@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
+from scipy.spatial.distance import pdist
 from torch import nn
 from torch.utils.data import Dataset, Sampler
 
@@ -640,12 +641,9 @@ class Aligner:
 
 def _drug_scale(space: pd.DataFrame) -> float:
     """sqrt of the mean squared distance between distinct drugs (1 if all coincide)."""
-    values = space.to_numpy()
-    n = values.shape[0]
-    if n < 2:
+    if space.shape[0] < 2:
         return 1.0
-    sq = (values**2).sum(axis=1)
-    mean_sq = (2 * n * sq.sum() - 2 * (values.sum(axis=0) ** 2).sum()) / (n * (n - 1))
+    mean_sq = float(pdist(space.to_numpy(dtype=np.float64), "sqeuclidean").mean())
     return float(np.sqrt(mean_sq)) if mean_sq > 0 else 1.0
 
 

@@ -70,8 +70,7 @@ def retrieval_auroc(Z: np.ndarray, drugs: np.ndarray, space: pd.DataFrame) -> fl
     space
         The candidate drugs x dimensions, :math:`g(d)` (as the aligner uses it).
     """
-    truth = _one_hot(drugs, space)
-    scores = retrieval_scores(Z, space).to_numpy()
+    truth, scores = _truth_and_scores(Z, drugs, space)
     return float(roc_auc_score(truth, scores, average="micro"))
 
 
@@ -79,10 +78,16 @@ def retrieval_roc(
     Z: np.ndarray, drugs: np.ndarray, space: pd.DataFrame
 ) -> tuple[np.ndarray, np.ndarray]:
     """The micro-averaged ROC curve (false- and true-positive rates) of Eq. 5's scores."""
-    truth = _one_hot(drugs, space)
-    scores = retrieval_scores(Z, space).to_numpy()
+    truth, scores = _truth_and_scores(Z, drugs, space)
     fpr, tpr, _ = roc_curve(truth.ravel(), scores.ravel())
     return fpr, tpr
+
+
+def _truth_and_scores(
+    Z: np.ndarray, drugs: np.ndarray, space: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
+    """One-hot truth and Eq. 5 scores, both ``(cells, drugs)``."""
+    return _one_hot(drugs, space), retrieval_scores(Z, space).to_numpy()
 
 
 @dataclass
@@ -153,9 +158,10 @@ def evaluate_retrieval(
         for tested, query in queries.items():
             drugs = query.obs[config.drug_key].astype(str).to_numpy()
             Z = model.transform(query)
-            auroc.loc[trained, tested] = retrieval_auroc(Z, drugs, model.drug_space)
-            if trained == tested:
-                fpr, tpr = retrieval_roc(Z, drugs, model.drug_space)
+            truth, scores = _truth_and_scores(Z, drugs, model.drug_space)
+            auroc.loc[trained, tested] = roc_auc_score(truth, scores, average="micro")
+            if trained == tested:  # the same scores, once
+                fpr, tpr, _ = roc_curve(truth.ravel(), scores.ravel())
                 curves[trained] = np.interp(FPR_GRID, fpr, tpr)
                 rows.append(_separability(Z, drugs, config.seed).rename(trained))
                 if frozen:

@@ -64,6 +64,7 @@ def compare_groups(
     ----------
     treated, control
         ``(cells, genes)`` log1p-normalised expression, dense or sparse. Sparse input is
+        never densified for the Wilcoxon test on non-negative values; otherwise it is
         densified ``chunk_genes`` genes at a time, so memory is bounded by
         ``(treated + control cells) x chunk_genes``.
     method
@@ -92,9 +93,10 @@ def compare_many(
 ) -> list[pd.DataFrame]:
     """:func:`compare_groups` of several treated groups against one control group.
 
-    Each block of ``chunk_genes`` genes of the controls is densified (and, for the
-    Wilcoxon test, sorted) once and shared by every treated group, as drugs of one plate
-    share its controls.
+    Sparse non-negative input with the Wilcoxon test goes through :func:`compare_rows`'s
+    kernel (never densified). Otherwise each block of ``chunk_genes`` genes of the
+    controls is densified (and, for the Wilcoxon test, sorted) once and shared by every
+    treated group, as drugs of one plate share its controls.
     """
     m = control.shape[0]
     sizes = [t.shape[0] for t in treated]
@@ -223,20 +225,12 @@ def _sparse_non_negative(blocks: Sequence[np.ndarray | sp.spmatrix]) -> bool:
     )
 
 
-def _sorted_csc(block: sp.spmatrix) -> sp.csc_matrix:
-    """CSC copy without stored zeros, each column's values sorted (row order is lost)."""
-    csc = sp.csc_matrix(block, dtype=np.float64, copy=True)
-    csc.eliminate_zeros()
-    _sort_segments(csc.indptr, csc.data)
-    return csc
-
-
 def _compare_sparse(treated: Sequence[sp.spmatrix], control: sp.spmatrix) -> list[pd.DataFrame]:
     """Wilcoxon of each treated block against the controls, sparse non-negative input."""
     stacked = sp.vstack([*treated, control], format="csr")
     sizes = [t.shape[0] for t in treated]
-    code = np.repeat(np.arange(1, len(treated) + 2, dtype=np.int32), [*sizes, control.shape[0]])
-    code[code == len(treated) + 1] = 0
+    # treated blocks are groups 1..n, the controls (stacked last) group 0
+    code = np.repeat(np.r_[1 : len(treated) + 1, 0].astype(np.int32), [*sizes, control.shape[0]])
     return _grouped_wilcoxon(stacked, code, len(treated))
 
 
@@ -601,12 +595,6 @@ def _u_kernel(t: np.ndarray, c: np.ndarray) -> np.ndarray:  # pragma: no cover -
             i += run
         out[j] = total
     return out
-
-
-@njit(cache=True, parallel=True)
-def _sort_segments(indptr: np.ndarray, data: np.ndarray) -> None:  # pragma: no cover
-    for j in prange(indptr.shape[0] - 1):
-        data[indptr[j] : indptr[j + 1]].sort()  # in place, no temporary
 
 
 @njit(cache=True, parallel=True)

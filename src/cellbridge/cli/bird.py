@@ -304,14 +304,13 @@ def knn_eval(
     """k-NN post-perturbation prediction of held-out drugs (BiRD Task 1, Eq. 4, Fig. 3)."""
     cfg = _config(config, reference_lines=reference_lines)
     paths = _named_paths(embedding)
-    lines = [x.strip() for x in evaluation_lines.split(",")] if evaluation_lines else None
     with output_directory(output, field="--output"):
         run_knn_eval(
             cells,
             paths,
             output,
             cfg,
-            evaluation_lines=lines,
+            evaluation_lines=_lines(evaluation_lines),
             test_fraction=test_fraction,
             k=k,
             seed=seed,
