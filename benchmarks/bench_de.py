@@ -8,17 +8,19 @@ log-normalised (1e4 per cell, log1p), stored sparse (CSR) as Tahoe's counts are.
 Every method tests each drug against the same-plate controls, one test per gene:
 
 - cellbridge: :func:`cellbridge.bird.compare_rows` (the plate's rows read in place; each
-  gene's positive values of all drugs and controls radix-sorted once and walked once;
-  numba);
+  positive treated value looked up among its gene's sorted control values through a
+  bucket index; numba);
 - scanpy: ``sc.tl.rank_genes_groups(method="wilcoxon", reference="DMSO")`` (tie
   correction off, its default);
 - illico: ``illico.asymptotic_wilcoxon(reference="DMSO", tie_correct=False,
   use_continuity=False)`` when the package is installed (``pip install illico``; it is not a
   cellbridge dependency).
 
-Printed: wall time of each, ratios, and the largest relative difference of cellbridge's
-p-values from scanpy's (goal: 1e-6). Goals (issue): at least 20x faster than scanpy and no
-slower than 1.5x illico. Threads: numba and illico use ``--threads`` (default: all cores).
+Printed: wall time of each (the median of ``--repeats`` calls, 3 by default, the same
+for every method: single calls vary by up to 1.8x on a shared 2-core machine), ratios,
+and the largest relative difference of cellbridge's p-values from scanpy's (goal: 1e-6).
+Goals (issue): at least 20x faster than scanpy and no slower than 1.5x illico. Threads:
+numba and illico use ``--threads`` (default: all cores).
 
 Run: ``python benchmarks/bench_de.py [--cells 60000] [--genes 2000] [--drugs 50]``.
 """
@@ -29,6 +31,8 @@ import argparse
 import os
 import platform
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -37,6 +41,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from cellbridge.bird import compare_rows
+
+T = TypeVar("T")
 
 
 def simulate(n_cells: int, n_genes: int, n_drugs: int, seed: int) -> AnnData:
@@ -60,6 +66,17 @@ def simulate(n_cells: int, n_genes: int, n_drugs: int, seed: int) -> AnnData:
     return adata
 
 
+def timed(call: Callable[[], T], repeats: int) -> tuple[float, T]:
+    """Median wall time of ``repeats`` calls (the same rule for every method), and the
+    last call's result."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = call()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=60_000)
@@ -67,6 +84,7 @@ def main() -> None:
     parser.add_argument("--drugs", type=int, default=50)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per method (median)")
     args = parser.parse_args()
     import numba
 
@@ -87,16 +105,15 @@ def main() -> None:
 
     # warm-up of the compiled kernels on a small slice, not timed
     compare_rows(X[:100, :20], [np.arange(50)], np.arange(50, 100))
-    t0 = time.perf_counter()
     labels = adata.obs["drug"].to_numpy()
-    ours = compare_rows(X, [np.flatnonzero(labels == d) for d in drugs], np.flatnonzero(is_control))
-    t_ours = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    sc.tl.rank_genes_groups(
-        adata, "drug", groups=drugs, reference="DMSO", method="wilcoxon", n_genes=adata.n_vars
+    rows = [np.flatnonzero(labels == d) for d in drugs]
+    t_ours, ours = timed(lambda: compare_rows(X, rows, np.flatnonzero(is_control)), args.repeats)
+    t_scanpy, _ = timed(
+        lambda: sc.tl.rank_genes_groups(
+            adata, "drug", groups=drugs, reference="DMSO", method="wilcoxon", n_genes=adata.n_vars
+        ),
+        args.repeats,
     )
-    t_scanpy = time.perf_counter() - t0
     worst = 0.0
     for d, frame in zip(drugs, ours, strict=True):
         ref = sc.get.rank_genes_groups_df(adata, group=d).set_index("names").loc[adata.var_names]
@@ -107,17 +124,18 @@ def main() -> None:
     try:
         import illico
 
-        t0 = time.perf_counter()
-        illico.asymptotic_wilcoxon(
-            adata,
-            is_log1p=True,
-            group_keys="drug",
-            reference="DMSO",
-            n_threads=args.threads,
-            tie_correct=False,
-            use_continuity=False,
+        t_illico, _ = timed(
+            lambda: illico.asymptotic_wilcoxon(
+                adata,
+                is_log1p=True,
+                group_keys="drug",
+                reference="DMSO",
+                n_threads=args.threads,
+                tie_correct=False,
+                use_continuity=False,
+            ),
+            args.repeats,
         )
-        t_illico = time.perf_counter() - t0
     except ImportError:
         print("illico not installed: pip install illico to time it")
 

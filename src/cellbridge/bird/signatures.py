@@ -19,7 +19,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import numba
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -28,6 +27,7 @@ from numba import njit, prange
 from scipy import stats
 
 from cellbridge._progress import progress_bar
+from cellbridge.bird._wilcoxon import grouped_u
 from cellbridge.errors import InputError
 
 __all__ = [
@@ -195,27 +195,19 @@ def compare_rows(
             fix="pool more cells",
         )
     if method == "wilcoxon" and _sparse_non_negative([X]):
-        return _grouped_wilcoxon(sp.csr_matrix(X), code, len(groups))
+        return _grouped_wilcoxon(X, code, len(groups))
     return compare_many([X[t] for t in groups], X[control], method=method)
 
 
 def _frames(
     score: np.ndarray, pval: np.ndarray, mean_t: np.ndarray, mean_c: np.ndarray
 ) -> list[pd.DataFrame]:
-    out = []
-    for g in range(score.shape[0]):
-        logfc = np.log2((np.expm1(mean_t[g]) + 1e-9) / (np.expm1(mean_c) + 1e-9))
-        out.append(
-            pd.DataFrame(
-                {
-                    "score": score[g],
-                    "pval": pval[g],
-                    "qval": stats.false_discovery_control(pval[g], method="bh"),
-                    "logfc": logfc,
-                }
-            )
-        )
-    return out
+    qval = stats.false_discovery_control(pval, method="bh", axis=-1)
+    logfc = np.log2((np.expm1(mean_t) + 1e-9) / (np.expm1(mean_c) + 1e-9))
+    return [
+        pd.DataFrame({"score": score[g], "pval": pval[g], "qval": qval[g], "logfc": logfc[g]})
+        for g in range(score.shape[0])
+    ]
 
 
 def _sparse_non_negative(blocks: Sequence[np.ndarray | sp.spmatrix]) -> bool:
@@ -234,30 +226,16 @@ def _compare_sparse(treated: Sequence[sp.spmatrix], control: sp.spmatrix) -> lis
     return _grouped_wilcoxon(stacked, code, len(treated))
 
 
-#: genes gathered at a time by the sparse Wilcoxon path
-_GENE_BLOCK = 512
-
-
 def _grouped_wilcoxon(X: sp.csr_matrix, code: np.ndarray, n_groups: int) -> list[pd.DataFrame]:
-    """Wilcoxon of groups ``1..n_groups`` of the rows of ``X`` against group ``0``.
-
-    ``code`` gives each row's group (``-1`` = not compared). One pass per gene over the
-    positive values of all compared rows, sorted once (LSD radix sort of the values' bit
-    patterns, which order non-negative floats as integers): walking them in order, each
-    treated value adds ``zeros_control / 2 + #{positive controls < x} + #{positive
-    controls = x} / 2`` to its group's U, and every treated cell starts from a zero's
-    ``zeros_control / 2`` (zeros are one tied block below every positive value). Sorting
-    once per gene for all drugs of a plate, rather than per drug, and reading the rows
-    straight from CSR are what make this fast; written by hand (numba) because no library
-    computes many rank-sum tests against one shared reference this way.
-    """
-    X = sp.csr_matrix(X)
+    """Wilcoxon of groups ``1..n_groups`` of the rows of ``X`` against group ``0``
+    (``code`` gives each row's group, ``-1`` = not compared); the kernel is
+    :func:`cellbridge.bird._wilcoxon.grouped_u`."""
+    if X.format != "csr":
+        X = X.tocsr()  # the same object otherwise: scipy caches its sorted-indices check
     if not X.has_sorted_indices:  # the gene blocks walk each row's indices in order
         X = X.sorted_indices()
-    data = np.ascontiguousarray(X.data)
-    if data.dtype not in (np.float32, np.float64):
-        data = data.astype(np.float64)
-    keys = data.view(np.uint32 if data.dtype == np.float32 else np.uint64)
+    if X.data.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
     if n_groups >= np.iinfo(np.int16).max:
         raise InputError(
             "treated",
@@ -266,35 +244,9 @@ def _grouped_wilcoxon(X: sp.csr_matrix, code: np.ndarray, n_groups: int) -> list
             fix=f"compare at most {np.iinfo(np.int16).max - 1} groups per call",
         )
     code = np.asarray(code, dtype=np.int16)
-    sizes = np.bincount(code[code > 0], minlength=n_groups + 1)[1:].astype(np.float64)
+    u, sums = grouped_u(X, code, n_groups)
+    n = np.bincount(code[code > 0], minlength=n_groups + 1)[1:].astype(np.float64)[:, None]
     m = int((code == 0).sum())
-    indptr, indices = X.indptr, X.indices  # int32 or int64, as scipy stored them
-    cursor = indptr[:-1].astype(np.int64)
-    n_genes = X.shape[1]
-    u = np.zeros((n_groups, n_genes))
-    sums = np.zeros((n_groups + 1, n_genes))
-    buffer_keys, buffer_code = np.empty(0, keys.dtype), np.empty(0, np.int16)
-    chunks = numba.get_num_threads()
-    # genes in blocks: memory bounded by one block's entries, buffers reused
-    for lo in range(0, n_genes, _GENE_BLOCK):
-        hi = min(lo + _GENE_BLOCK, n_genes)
-        ptr, buffer_keys, buffer_code, block_sums = _gather_block(
-            indptr,
-            indices,
-            keys,
-            data,
-            code,
-            cursor,
-            hi,
-            lo,
-            n_groups,
-            chunks,
-            buffer_keys,
-            buffer_code,
-        )
-        u[:, lo:hi] = _grouped_u(ptr, buffer_keys, buffer_code, n_groups, sizes, m)
-        sums[:, lo:hi] = block_sums
-    n = sizes[:, None]
     score = (u - n * m / 2.0) / np.sqrt(n * m * (n + m + 1) / 12.0)
     pval = 2 * stats.norm.sf(np.abs(score))
     return _frames(score, pval, sums[1:] / n, sums[0] / m)
@@ -595,141 +547,6 @@ def _u_kernel(t: np.ndarray, c: np.ndarray) -> np.ndarray:  # pragma: no cover -
             i += run
         out[j] = total
     return out
-
-
-@njit(cache=True, parallel=True)
-def _gather_block(
-    indptr: np.ndarray,
-    indices: np.ndarray,
-    keys: np.ndarray,
-    data: np.ndarray,
-    code: np.ndarray,
-    cursor: np.ndarray,
-    hi: int,
-    lo: int,
-    n_groups: int,
-    n_chunks: int,
-    out_keys: np.ndarray,
-    out_code: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Positive entries of genes ``lo..hi-1`` of the rows with ``code >= 0``, grouped by
-    gene (a CSR -> CSC transpose of one block of genes that keeps only the value bits and
-    the row's group), and per-group column sums.
-
-    Row ``r``'s entries of the block start at ``cursor[r]`` (CSR indices sorted), which
-    is advanced past them, so the blocks read every entry once in all. Row ranges are
-    read in ``n_chunks`` parallel parts. ``out_keys`` / ``out_code`` are reused when
-    large enough.
-    """
-    n_rows = indptr.shape[0] - 1
-    genes = hi - lo
-    edges = np.linspace(0, n_rows, n_chunks + 1).astype(np.int64)
-    counts = np.zeros((n_chunks, genes), np.int64)
-    sums = np.zeros((n_chunks, n_groups + 1, genes))
-    for t in prange(n_chunks):
-        for r in range(edges[t], edges[t + 1]):
-            g = code[r]
-            if g >= 0:
-                p = cursor[r]
-                while p < indptr[r + 1] and indices[p] < hi:
-                    if keys[p] != 0:
-                        counts[t, indices[p] - lo] += 1
-                        sums[t, g, indices[p] - lo] += data[p]
-                    p += 1
-    ptr = np.zeros(genes + 1, np.int64)
-    offset = np.empty((n_chunks, genes), np.int64)
-    running = 0
-    for j in range(genes):
-        ptr[j] = running
-        for t in range(n_chunks):
-            offset[t, j] = running
-            running += counts[t, j]
-    ptr[genes] = running
-    if out_keys.shape[0] < running:
-        out_keys = np.empty(running, keys.dtype)
-        out_code = np.empty(running, out_code.dtype)
-    for t in prange(n_chunks):
-        fill = offset[t]
-        for r in range(edges[t], edges[t + 1]):
-            g = code[r]
-            p = cursor[r]
-            while p < indptr[r + 1] and indices[p] < hi:
-                if g >= 0 and keys[p] != 0:
-                    j = indices[p] - lo
-                    out_keys[fill[j]] = keys[p]
-                    out_code[fill[j]] = g
-                    fill[j] += 1
-                p += 1
-            cursor[r] = p
-    return ptr, out_keys, out_code, sums.sum(axis=0)
-
-
-@njit(cache=True, parallel=True)
-def _grouped_u(
-    ptr: np.ndarray,
-    keys: np.ndarray,
-    code: np.ndarray,
-    n_groups: int,
-    sizes: np.ndarray,
-    m: int,
-) -> np.ndarray:  # pragma: no cover - compiled
-    """U per (group, gene): radix-sort each gene's positive values, walk them in order."""
-    genes = ptr.shape[0] - 1
-    u = np.zeros((n_groups, genes))
-    for j in prange(genes):
-        a, b = ptr[j], ptr[j + 1]
-        n = b - a
-        k, c = keys[a:b].copy(), code[a:b].copy()
-        if n > 1:
-            low, high = k.min(), k.max()
-            k -= low  # sort the offsets from the smallest value: fewer digits
-            bits = 0
-            span = np.uint64(high - low)
-            while span > 0:
-                bits += 1
-                span >>= 1
-            passes = max(1, (bits + 12) // 13)  # digits of at most 13 bits
-            width = max(1, (bits + passes - 1) // passes)
-            mask = (1 << width) - 1
-            k2, c2 = np.empty_like(k), np.empty_like(c)
-            hist = np.zeros(mask + 2, np.int64)
-            # unsigned 64-bit shift and mask: mixing uint64 with int64 would give floats
-            mk = np.uint64(mask)
-            for p in range(passes):  # LSD radix sort, stable
-                sh = np.uint64(p * width)
-                hist[:] = 0
-                for i in range(n):
-                    hist[np.int64((np.uint64(k[i]) >> sh) & mk) + 1] += 1
-                for i in range(mask + 1):
-                    hist[i + 1] += hist[i]
-                for i in range(n):
-                    d = np.int64((np.uint64(k[i]) >> sh) & mk)
-                    k2[hist[d]] = k[i]
-                    c2[hist[d]] = c[i]
-                    hist[d] += 1
-                k, k2 = k2, k
-                c, c2 = c2, c
-        zeros_c = m
-        for i in range(n):
-            if c[i] == 0:
-                zeros_c -= 1
-        for g in range(n_groups):
-            u[g, j] = sizes[g] * 0.5 * zeros_c
-        below = 0  # positive controls below the current value
-        i = 0
-        while i < n:
-            e, equal = i, 0
-            while e < n and k[e] == k[i]:
-                if c[e] == 0:
-                    equal += 1
-                e += 1
-            add = 0.5 * zeros_c + below + 0.5 * equal
-            for t in range(i, e):
-                if c[t] > 0:
-                    u[c[t] - 1, j] += add
-            below += equal
-            i = e
-    return u
 
 
 def _blocks(
