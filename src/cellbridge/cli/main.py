@@ -120,6 +120,14 @@ def similarity(
     )
 
 
+def _write_config(value: bool) -> None:
+    if value:
+        from cellbridge.cli.run import render_run_config
+
+        typer.echo(render_run_config(), nl=False)
+        raise typer.Exit()
+
+
 @app.command()
 @friendly_errors
 def demo(
@@ -128,6 +136,16 @@ def demo(
     ),
     seed: Annotated[int, typer.Option(help="Seed of the semi-synthetic patients.")] = 0,
     n_jobs: Annotated[int, typer.Option(help="Threads (-1: all cores).")] = -1,
+    write_config: Annotated[
+        bool,
+        typer.Option(
+            "--write-config",
+            callback=_write_config,
+            is_eager=True,
+            help="Print a starting config for `cellbridge run` (every step, every option) "
+            "and exit.",
+        ),
+    ] = False,
 ) -> None:
     """Run cellbridge on its embedded data: semi-synthetic patients of real PBMCs (POPPY)
     and a simulated screen of real drugs (BiRD)."""
@@ -135,6 +153,28 @@ def demo(
 
     with output_directory(out, field="--out"):
         run_demo(out, seed=seed, n_jobs=n_jobs)
+
+
+@app.command("run")
+@friendly_errors
+def run(
+    config: Annotated[
+        Path,
+        typer.Argument(
+            help="Run config (.toml): one table per step, e.g. [poppy.train], keyed by the "
+            "command's options. Start from `cellbridge demo --write-config`."
+        ),
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print each step's command line; run nothing.")
+    ] = False,
+) -> None:
+    """Run a pipeline of the commands above on your own data, from one config file."""
+    from cellbridge.cli.run import run_config
+
+    timings = run_config(config, dry_run=dry_run)
+    for step, seconds in timings:
+        err.print(f"{step}: {seconds:.1f} s", highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover
