@@ -121,7 +121,7 @@ def test_demo_writes_its_outputs_and_labels_simulated_data(
     assert res["mean_w1_within_cohort"] < res["mean_w1_across_cohorts"]
     sim = anndata.read_h5ad(tmp_path / "similarity.h5ad")
     assert sim.n_obs == 60
-    for name in ("similarity.png", "poppy_metrics.png", "poppy_embeddings.png"):
+    for name in ("similarity.png", "poppy_metrics.png", "poppy_recall.png", "poppy_embeddings.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     # POPPY stage 1: trained, scored on held-out patients, saved, labelled semi-synthetic
     metrics = pd.read_csv(tmp_path / "poppy_metrics.csv", keep_default_na=False)
@@ -152,6 +152,9 @@ def test_demo_writes_its_outputs_and_labels_simulated_data(
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     model = POPPY.load(tmp_path / "poppy_model")
     held_out = anndata.read_h5ad(tmp_path / "poppy_bulk.h5ad")
+    # the UMAP's colour: the T-cell share of each held-out patient's cells
+    t_cells = held_out.obs["t_cell_fraction"].to_numpy()
+    assert ((t_cells > 0) & (t_cells < 1)).all() and t_cells.std() > 0.02
     np.testing.assert_allclose(
         model.embed_bulk(held_out.copy()), held_out.obsm["X_poppy"], rtol=1e-5, atol=1e-6
     )
@@ -174,6 +177,7 @@ def test_demo_writes_its_outputs_and_labels_simulated_data(
     assert all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
     assert "http" not in report.split("<body>", 1)[1].split("cellbridge", 1)[0]
     assert "semi-synthetic" in report and "SIMULATED" in report
+    assert "Recall@k" in report and "T-cell proportion" in report
     if rendered_images is not None:  # every figure drawn by a real browser
         drawn, total = rendered_images(tmp_path / "report.html", tmp_path.parent)
         assert drawn == total == len(pngs)

@@ -71,6 +71,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("run-inputs")
     data = pbmc_patients(n_patients=12, cells_per_patient=30, seed=0)
     data.cells.write_h5ad(root / "cells.h5ad")
+    data.pseudobulk.write_h5ad(root / "bulk.h5ad")
     screen, _ = perturbation_screen(n_drugs=10, n_cell_lines=3, cells_per_condition=30, seed=5)
     screen.write_h5ad(root / "screen.h5ad")
     return root
@@ -179,3 +180,82 @@ def test_a_bad_config_stops_before_any_step(
     assert len(errors) == 1 and message in result.output, result.output
     assert "Traceback" not in result.output
     assert list((tmp_path / "out").iterdir()) == []  # not even the first step ran
+
+
+PIPELINE = """
+[similarity]
+input = "{inputs}/cells.h5ad"
+output = "similarity.h5ad"
+k = 5
+n_jobs = 1
+
+[poppy.train]
+cells = "{inputs}/cells.h5ad"
+bulk = "{inputs}/bulk.h5ad"
+similarity = "similarity.h5ad"
+output = "poppy_model"
+cell_key = "X_pca"
+max_epochs = 2
+batch_size = 4
+progress = false
+
+[poppy.embed]
+model = "poppy_model"
+bulk = "{inputs}/bulk.h5ad"
+output = "bulk_embedded.h5ad"
+
+[bird.signatures]
+cells = "{inputs}/screen.h5ad"
+output = "signatures.parquet"
+reference_lines = "line0,line1"
+top_k = 20
+progress = false
+
+[bird.embed]
+signatures_file = "signatures.parquet"
+output = "embedding.parquet"
+reference_lines = "line0,line1"
+n_components = 4
+
+[bird.knn-eval]
+cells = "{inputs}/screen.h5ad"
+output = "knn"
+embedding = ["bird=embedding.parquet"]
+reference_lines = "line0,line1"
+evaluation_lines = "line2"
+random_dim = 4
+k = 3
+"""
+
+
+def test_two_runs_with_one_seed_give_identical_numbers(inputs: Path, tmp_path: Path) -> None:
+    """The whole pipeline twice, from one config: every table, matrix and embedding of
+    the two output folders is identical (training included)."""
+    import warnings
+
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for folder in folders:
+        folder.mkdir()
+        (folder / "run.toml").write_text(PIPELINE.format(inputs=inputs))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="fewer than B - 2 samples")
+            result = runner.invoke(app, ["run", str(folder / "run.toml")])
+        assert result.exit_code == 0, result.output
+    a, b = folders
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    compared = 0
+    for name in files:
+        if name.suffix == ".h5ad":
+            x, y = anndata.read_h5ad(a / name), anndata.read_h5ad(b / name)
+            np.testing.assert_array_equal(np.asarray(x.X), np.asarray(y.X))
+            for key in x.obsm:
+                np.testing.assert_array_equal(x.obsm[key], y.obsm[key])
+        elif name.suffix == ".parquet":
+            pd.testing.assert_frame_equal(pd.read_parquet(a / name), pd.read_parquet(b / name))
+        elif name.suffix in {".csv", ".safetensors"}:
+            assert (a / name).read_bytes() == (b / name).read_bytes(), name
+        else:
+            continue
+        compared += 1
+    assert compared >= 8, files

@@ -14,8 +14,10 @@ from cellbridge.errors import InputError
 from cellbridge.plotting import (
     plot_alignment_metrics,
     plot_bulk_embeddings,
+    plot_recall_at_k,
     principal_coordinate,
 )
+from cellbridge.plotting.poppy import project_2d
 
 
 def _metrics() -> pd.DataFrame:
@@ -85,7 +87,7 @@ def _bulk() -> AnnData:
 
 def test_embedding_panels_show_the_pca_of_each_embedding() -> None:
     bulk = _bulk()
-    fig = plot_bulk_embeddings(bulk)
+    fig = plot_bulk_embeddings(bulk, projection="pca")
     panels = [ax for ax in fig.axes if ax.get_title() or ax.get_xlabel() == "PC1"]
     assert len(panels) == 4  # 2 embeddings x (cohort, composition)
     for ax, key in zip(panels[:2], ("X_baseline", "X_poppy"), strict=True):
@@ -93,8 +95,67 @@ def test_embedding_panels_show_the_pca_of_each_embedding() -> None:
         points = [c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)]
         drawn = np.vstack(points)
         np.testing.assert_allclose(np.sort(drawn, axis=0), np.sort(xy, axis=0), atol=1e-9)
-    one_row = plot_bulk_embeddings(bulk, truth_key=None)
+    one_row = plot_bulk_embeddings(bulk, truth_key=None, projection="pca")
     assert len([ax for ax in one_row.axes if ax.get_xlabel() == "PC1"]) == 2
+
+
+def test_umap_panels_separate_what_the_embedding_separates() -> None:
+    """The default projection is UMAP (seeded: the same points twice); two clusters far
+    apart in an embedding stay apart in its panel, and the bottom row is coloured by the
+    values of ``value_key``."""
+    rng = np.random.default_rng(1)
+    n = 24
+    bulk = AnnData(
+        X=np.zeros((n, 2)),
+        obs=pd.DataFrame(
+            {"cohort": ["a", "b"] * (n // 2), "t_cell_fraction": rng.random(n)},
+            index=[f"s{i}" for i in range(n)],
+        ),
+    )
+    cluster = np.repeat([0, 1], n // 2)
+    bulk.obsm["X_baseline"] = rng.normal(size=(n, 8))
+    bulk.obsm["X_poppy"] = rng.normal(size=(n, 8)) + 12.0 * cluster[:, None]
+    fig = plot_bulk_embeddings(bulk, value_key="t_cell_fraction")
+    panels = [ax for ax in fig.axes if ax.get_xlabel() == "UMAP1"]
+    assert len(panels) == 4
+    poppy_top = np.vstack(
+        [c.get_offsets() for c in panels[1].collections if isinstance(c, PathCollection)]
+    )
+    xy = project_2d(bulk.obsm["X_poppy"])
+    np.testing.assert_allclose(np.sort(poppy_top, axis=0), np.sort(xy, axis=0), atol=1e-6)
+    np.testing.assert_allclose(project_2d(bulk.obsm["X_poppy"]), xy)  # seeded
+    centre = xy[cluster == 0].mean(axis=0), xy[cluster == 1].mean(axis=0)
+    nearest = np.argmin([np.linalg.norm(xy - c, axis=1) for c in centre], axis=0)
+    assert (nearest == cluster).all()
+    bottom = next(c for c in panels[3].collections if isinstance(c, PathCollection))
+    np.testing.assert_allclose(bottom.get_array(), bulk.obs["t_cell_fraction"])
+    with pytest.raises(InputError, match="value_key"):
+        plot_bulk_embeddings(bulk, value_key="missing")
+    bulk.obs.loc["s3", "t_cell_fraction"] = np.nan
+    with pytest.raises(InputError, match="s3"):
+        plot_bulk_embeddings(bulk, value_key="t_cell_fraction")
+    with pytest.raises(InputError, match="projection"):
+        project_2d(xy, method="tsne")
+
+
+def test_recall_curve_is_the_table_and_chance() -> None:
+    table = pd.DataFrame(
+        {
+            "metric": ["recall@10", "recall@1", "recall@5", "distance_spearman"],
+            "subset": ["bulk->cells"] * 3 + ["all"],
+            "n": [20, 20, 20, 190],
+            "value": [0.8, 0.2, 0.7, 0.8],
+            "baseline": [0.5, 0.05, 0.3, 0.6],
+        }
+    )
+    ax = plot_recall_at_k(table).axes[0]
+    poppy, baseline, chance = ax.get_lines()
+    np.testing.assert_array_equal(poppy.get_xdata(), [1, 5, 10])
+    np.testing.assert_allclose(poppy.get_ydata(), [0.2, 0.7, 0.8])
+    np.testing.assert_allclose(baseline.get_ydata(), [0.05, 0.3, 0.5])
+    np.testing.assert_allclose(chance.get_ydata(), [1 / 20, 5 / 20, 10 / 20])
+    with pytest.raises(InputError, match="recall"):
+        plot_recall_at_k(table.iloc[3:])
 
 
 def test_embedding_plot_refusals() -> None:

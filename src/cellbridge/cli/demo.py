@@ -148,7 +148,8 @@ def _similarity_step(directory: Path, *, seed: int, n_jobs: int) -> dict[str, An
 
 def _alignment_step(directory: Path, *, seed: int) -> tuple[dict[str, Any], PbmcAlignment]:
     """Train POPPY stage 1 on 40 patients, score it on 20 held-out ones (Figures 2–3)."""
-    from cellbridge.plotting import plot_alignment_metrics, plot_bulk_embeddings
+    from cellbridge.ontology import compositions
+    from cellbridge.plotting import plot_alignment_metrics, plot_bulk_embeddings, plot_recall_at_k
     from cellbridge.poppy import pbmc_alignment
 
     out.print(
@@ -160,12 +161,20 @@ def _alignment_step(directory: Path, *, seed: int) -> tuple[dict[str, Any], Pbmc
     with atomic_path(directory / "poppy_metrics.csv") as tmp:
         metrics.to_csv(tmp, index=False)
     held_out = run.split.bulk_test
+    # T cells (CL:0000084) and every subtype, from the held-out patients' cells
+    t_cells = compositions(run.split.cells_test).proportions["CL:0000084"]
+    held_out.obs["t_cell_fraction"] = t_cells.reindex(held_out.obs_names).to_numpy()
     write_h5ad(held_out, directory / "poppy_bulk.h5ad")
     run.model.save(directory / "poppy_model")
+    is_recall = metrics["metric"].astype(str).str.startswith("recall")
     figures = {
-        "poppy_metrics.png": plot_alignment_metrics(metrics),
+        "poppy_metrics.png": plot_alignment_metrics(metrics[~is_recall]),
+        "poppy_recall.png": plot_recall_at_k(metrics),
         "poppy_embeddings.png": plot_bulk_embeddings(
-            held_out, title=f"{held_out.n_obs} held-out pseudobulk profiles"
+            held_out,
+            value_key="t_cell_fraction",
+            value_label="T-cell fraction (CL:0000084)",
+            title=f"{held_out.n_obs} held-out pseudobulk profiles (UMAP)",
         ),
     }
     for name, fig in figures.items():
@@ -173,7 +182,7 @@ def _alignment_step(directory: Path, *, seed: int) -> tuple[dict[str, Any], Pbmc
             fig.savefig(tmp, dpi=110, format="png")
     out.print(_metrics_table(metrics))
     history = run.model.history
-    recall = metrics[metrics["metric"].astype(str).str.startswith("recall")]
+    recall = metrics[is_recall]
     section = ReportSection(
         "POPPY stage 1: contrastive alignment of bulk and cells (§2.2, Eq. 2-5)",
         [
@@ -182,12 +191,13 @@ def _alignment_step(directory: Path, *, seed: int) -> tuple[dict[str, Any], Pbmc
         ],
         [
             (
-                "Distance correlations, batch silhouette and recall@k",
+                "Distance correlations within and across cohorts, and batch silhouette",
                 directory / "poppy_metrics.png",
             ),
+            ("Recall@k, bulk -> cells", directory / "poppy_recall.png"),
             (
-                "Held-out bulk embeddings (PCA), frozen encoder vs POPPY, coloured by cohort "
-                "and by the first principal coordinate of the true composition distances",
+                "UMAP of the held-out bulk embeddings, frozen encoder vs POPPY, coloured by "
+                "cohort and by T-cell proportion (CL:0000084 and its subtypes)",
                 directory / "poppy_embeddings.png",
             ),
         ],

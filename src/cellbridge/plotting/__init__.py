@@ -14,6 +14,7 @@ from cellbridge.plotting.phenotype import (
 from cellbridge.plotting.poppy import (
     plot_alignment_metrics,
     plot_bulk_embeddings,
+    plot_recall_at_k,
     principal_coordinate,
 )
 from cellbridge.plotting.similarity import plot_similarity
@@ -26,6 +27,7 @@ __all__ = [
     "plot_cross_line_auroc",
     "plot_enrichment",
     "plot_mae_ecdf",
+    "plot_recall_at_k",
     "plot_retrieval_roc",
     "plot_score_agreement",
     "plot_separability",
