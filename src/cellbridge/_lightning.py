@@ -65,7 +65,19 @@ def step_seed(seed: int, epoch: int, batch: int) -> int:
 
 @dataclass
 class TrainingHistory:
-    """Per-epoch mean losses, the best epoch and whether training stopped early."""
+    """Per-epoch mean losses, the best epoch and whether training stopped early.
+
+    Attributes
+    ----------
+    train_loss
+        Mean training loss of each epoch.
+    val_loss
+        Mean validation loss of each epoch (empty without a validation split).
+    best_epoch
+        The epoch whose weights were kept (0-based; -1 before training).
+    stopped_early
+        Whether early stopping ended training before ``max_epochs``.
+    """
 
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)

@@ -72,7 +72,17 @@ def _png(figure: Figure | Path) -> bytes:
 def render_report(
     sections: list[ReportSection], *, title: str, provenance: list[str] | None = None
 ) -> str:
-    """The report as one HTML string (figures embedded, no external resource)."""
+    """The report as one HTML string (figures embedded, no external resource).
+
+    Parameters
+    ----------
+    sections
+        The sections, in order; at least one.
+    title
+        Page title and heading.
+    provenance
+        Lines naming where the data came from, shown in a box under the heading.
+    """
     if not sections:
         raise InputError("sections", "is empty", fix="pass at least one ReportSection")
     parts = [
@@ -110,7 +120,15 @@ def write_report(
     title: str = "cellbridge report",
     provenance: list[str] | None = None,
 ) -> Path:
-    """Write :func:`render_report` to ``path`` atomically; returns the path."""
+    """Write :func:`render_report` to ``path`` atomically; returns the path.
+
+    Parameters
+    ----------
+    path
+        The HTML file to write (replaced if it exists).
+    sections, title, provenance
+        As for :func:`render_report`.
+    """
     text = render_report(sections, title=title, provenance=provenance)
     target = Path(path)
     with atomic_path(target) as tmp:

@@ -161,12 +161,12 @@ def test_zero_diagonal_is_a_unit_shift(seed: int, n: int, L: int) -> None:
     J = rng.uniform(0, 1, size=(n, n))
     S = (J + J.T) / 2
     np.fill_diagonal(S, 1.0)
-    E0 = spectral_embedding(frame(S), L).to_numpy()
+    E0 = spectral_embedding(frame(S), n_components=L).to_numpy()
     lam, Q = np.linalg.eigh(S)
     lam, Q = lam[::-1][:L] - 1.0, Q[:, ::-1][:, :L]
     expected = (Q * np.clip(lam, 0, None)) @ Q.T
     np.testing.assert_allclose(E0 @ E0.T, expected, atol=1e-9 * n)
-    E_explicit = spectral_embedding(frame(zero_diag(S)), L, zero_diagonal=False)
+    E_explicit = spectral_embedding(frame(zero_diag(S)), n_components=L, zero_diagonal=False)
     np.testing.assert_allclose(E0, E_explicit.to_numpy(), atol=1e-12)
 
 
@@ -174,7 +174,7 @@ def test_negative_eigenvalues_give_zero_columns(caplog: pytest.LogCaptureFixture
     """S0 = J - I (n = 3): eigenvalues 2, -1, -1. L = 2 keeps -1 -> a column of zeros."""
     S = frame(np.ones((3, 3)), ["a", "b", "c"])
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        E = spectral_embedding(S, 2)
+        E = spectral_embedding(S, n_components=2)
     assert list(E.columns) == ["e1", "e2"]
     assert np.isfinite(E.to_numpy()).all()
     np.testing.assert_allclose(E["e1"], np.sqrt(2 / 3), rtol=1e-12)
@@ -186,7 +186,7 @@ def test_negative_eigenvalues_give_zero_columns(caplog: pytest.LogCaptureFixture
 def test_no_warning_when_kept_eigenvalues_positive(caplog: pytest.LogCaptureFixture) -> None:
     S = frame(np.ones((3, 3)))
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        spectral_embedding(S, 1)
+        spectral_embedding(S, n_components=1)
     assert caplog.text == ""
 
 
@@ -209,8 +209,8 @@ def test_permuting_drugs_permutes_rows(seed: int, n: int, rnd: random.Random) ->
     names = list(S.index)
     rnd.shuffle(names)
     L = min(3, n - 1)
-    E = spectral_embedding(S, L)
-    E_perm = spectral_embedding(S.loc[names, names], L)
+    E = spectral_embedding(S, n_components=L)
+    E_perm = spectral_embedding(S.loc[names, names], n_components=L)
     assert list(E_perm.index) == names
     pd.testing.assert_frame_equal(E_perm.loc[list(E.index)], E, atol=1e-8, rtol=0)
     # largest-|entry| positive in every column (zeroed negative-eigenvalue columns aside)
@@ -222,14 +222,16 @@ def test_permuting_drugs_permutes_rows(seed: int, n: int, rnd: random.Random) ->
 def test_sign_tie_broken_by_drug_name() -> None:
     """J - I: the top eigenvector is constant, every entry tied; result positive either order."""
     S = frame(np.ones((4, 4)), ["d", "b", "a", "c"])
-    E = spectral_embedding(S, 1)
+    E = spectral_embedding(S, n_components=1)
     assert (E["e1"] > 0).all()
 
 
 def test_misaligned_columns_are_reordered_to_index() -> None:
     S = frame(psd_matrix(3, 5, 5))
     shuffled = S[list(reversed(S.columns))]
-    pd.testing.assert_frame_equal(spectral_embedding(shuffled, 2), spectral_embedding(S, 2))
+    pd.testing.assert_frame_equal(
+        spectral_embedding(shuffled, n_components=2), spectral_embedding(S, n_components=2)
+    )
 
 
 def _asym() -> pd.DataFrame:
@@ -261,19 +263,19 @@ def _nonfinite() -> pd.DataFrame:
 )
 def test_spectral_refusals(S: object, n_components: object, field: str, problem: str) -> None:
     with pytest.raises(InputError) as err:
-        spectral_embedding(S, n_components)  # type: ignore[arg-type]
+        spectral_embedding(S, n_components=n_components)  # type: ignore[arg-type]
     assert err.value.field == field
     assert problem in err.value.problem
 
 
 def test_refusal_names_bad_values() -> None:
     with pytest.raises(InputError) as err:
-        spectral_embedding(_nonfinite(), 1)
+        spectral_embedding(_nonfinite(), n_components=1)
     assert len(err.value.values) == 2  # (d1, d2) and (d2, d1)
     bad = err.value.values[0]
     assert isinstance(bad, tuple) and bad[:2] == ("d1", "d2") and np.isnan(bad[2])
     with pytest.raises(InputError) as err:
-        spectral_embedding(_asym(), 1)
+        spectral_embedding(_asym(), n_components=1)
     assert err.value.values == [("d0", "d1", 0.5, 1.0)]
 
 
@@ -304,12 +306,12 @@ def test_bird_embedding_concatenates_lines() -> None:
     assert list(E.columns[-3:]) == ["A-172_1", "A-172_2", "A-172_3"]
     for line, S in lines.items():
         part = E[[f"{line}_{i}" for i in (1, 2, 3)]].to_numpy()
-        alone = spectral_embedding(S, 3).loc[E.index].to_numpy()
+        alone = spectral_embedding(S, n_components=3).loc[E.index].to_numpy()
         np.testing.assert_allclose(part, alone, atol=1e-12)
     # Gram matrix of the fused embedding is the sum of the per-line Gram matrices
     X = E.to_numpy()
     total = sum(
-        (lambda e: e @ e.T)(spectral_embedding(S, 3).loc[E.index].to_numpy())
+        (lambda e: e @ e.T)(spectral_embedding(S, n_components=3).loc[E.index].to_numpy())
         for S in lines.values()
     )
     np.testing.assert_allclose(X @ X.T, total, atol=1e-12)
@@ -323,14 +325,14 @@ def test_bird_embedding_refusals() -> None:
     keep = list(lines["A-172"].index[:-1])
     lines["A-172"] = lines["A-172"].loc[keep, keep]
     with pytest.raises(InputError) as err:
-        bird_embedding(lines, 2)
+        bird_embedding(lines, n_components=2)
     assert err.value.field == "similarities['A-172']"
     assert err.value.values == ["missing drug7"]
     with pytest.raises(InputError) as err:
-        bird_embedding({"x": _asym()}, 1)
+        bird_embedding({"x": _asym()}, n_components=1)
     assert err.value.field == "similarities['x']"
     with pytest.raises(InputError) as err:
-        bird_embedding(_lines(), 0)
+        bird_embedding(_lines(), n_components=0)
     assert err.value.field == "n_components"
 
 
@@ -338,7 +340,7 @@ def test_bird_embedding_refusals() -> None:
 
 
 def test_parquet_round_trip(tmp_path: Path) -> None:
-    E = bird_embedding(_lines(), 4)
+    E = bird_embedding(_lines(), n_components=4)
     path = tmp_path / "bird.parquet"
     save_embedding(E, path)
     back = load_embedding(path)

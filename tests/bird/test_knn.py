@@ -355,7 +355,9 @@ def screen_result():  # type: ignore[no-untyped-def]
     adata, truth = perturbation_screen(n_drugs=48, n_cell_lines=4, cells_per_condition=30, seed=0)
     refs = ["line0", "line1"]
     sig = differential_response(adata, reference_lines=refs, top_k=40)
-    E = bird_embedding({line: jaccard_similarity(sig.for_line(line)) for line in refs}, 8)
+    E = bird_embedding(
+        {line: jaccard_similarity(sig.for_line(line)) for line in refs}, n_components=8
+    )
     rng = np.random.default_rng(0)
     R = pd.DataFrame(rng.normal(size=E.shape), index=E.index, columns=E.columns)
     smiles = adata.obs.drop_duplicates("drug").set_index("drug")["smiles"].astype(str)

@@ -174,13 +174,13 @@ def test_mix_profiles_bad_proportions(props: pd.DataFrame, needle: str) -> None:
 def test_matched_bulk_renormalises_over_shared_types() -> None:
     profiles = _profiles(["T", "B"])
     comp = pd.DataFrame({"T": [0.3, 0.5], "B": [0.3, 0.5], "Mast": [0.4, 0.0]}, index=["s1", "s2"])
-    bulk = matched_bulk(comp, profiles)
+    bulk = matched_bulk(profiles, comp)
     np.testing.assert_allclose(bulk.obsm["proportions"].to_numpy(), [[0.5, 0.5], [0.5, 0.5]])
     np.testing.assert_allclose(bulk.obs["unmatched_fraction"], [0.4, 0.0], atol=1e-12)
     with pytest.raises(InputError, match="no cell type shared"):
-        matched_bulk(pd.DataFrame({"Mast": [1.0]}, index=["s"]), profiles)
+        matched_bulk(profiles, pd.DataFrame({"Mast": [1.0]}, index=["s"]))
     with pytest.raises(InputError, match="no cells of a profiled type"):
-        matched_bulk(pd.DataFrame({"T": [0.0], "Mast": [1.0]}, index=["s"]), profiles)
+        matched_bulk(profiles, pd.DataFrame({"T": [0.0], "Mast": [1.0]}, index=["s"]))
 
 
 def test_random_tumours_are_uniform_on_the_simplex() -> None:

@@ -249,11 +249,11 @@ def test_iteration_order(tmp_path: Path) -> None:
     store = CellStore.from_chunks(chunks, tmp_path / "c.h5")
     assert [name for name, _ in store.iter_samples()] == [n for n, _ in chunks]
     order = ["patient_3", 0, "patient_5"]
-    got = list(store.iter_samples(order, dtype=None))
+    got = list(store.iter_samples(order=order, dtype=None))
     assert [name for name, _ in got] == ["patient_3", "patient_0", "patient_5"]
     np.testing.assert_array_equal(got[0][1], chunks[3][1].astype(np.float16))
     with pytest.raises(InputError, match="nobody"):
-        store.iter_samples(["patient_1", "nobody"]).__next__()
+        store.iter_samples(order=["patient_1", "nobody"]).__next__()
     with pytest.raises(InputError, match="out of range"):
         store[len(chunks)]
     store.close()

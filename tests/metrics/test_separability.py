@@ -35,7 +35,7 @@ def test_isolated_labels_equals_its_definition_with_sklearn_silhouettes(
     fewest = min(len(v) for v in per_label.values())
     isolated = [lab for lab, v in per_label.items() if len(v) == fewest]
     expected = np.mean([s[labels == lab].mean() for lab in isolated])
-    assert isolated_labels(X, labels, batch) == pytest.approx(expected, rel=1e-12)
+    assert isolated_labels(X, labels, batch=batch) == pytest.approx(expected, rel=1e-12)
 
 
 def test_separated_blobs_score_near_one_and_mixed_labels_near_chance() -> None:

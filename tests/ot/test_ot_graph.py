@@ -71,7 +71,7 @@ def test_spanning_tree_on_a_weighted_cycle_avoids_the_long_way() -> None:
 def test_subtree_matrix_gives_the_mass_below_each_node() -> None:
     # 0 is the root; 1 and 2 hang from 0, 3 and 4 from 1.
     g = Graph(5, np.array([[1, 0], [2, 0], [3, 1], [4, 1]]), np.array([1.0, 2.0, 3.0, 4.0]))
-    T, lengths = g.subtree_matrix(np.ones(g.n_edges, dtype=bool))
+    T, lengths = g.subtree_matrix(tree=np.ones(g.n_edges, dtype=bool))
     p = np.array([0.1, 0.2, 0.3, 0.15, 0.25])
     below = {1: 0.2 + 0.15 + 0.25, 2: 0.3, 3: 0.15, 4: 0.25}
     edge_len = {1: 1.0, 2: 2.0, 3: 3.0, 4: 4.0}

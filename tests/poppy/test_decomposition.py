@@ -37,7 +37,7 @@ def test_a_pseudobulk_is_the_count_weighted_mixture_of_its_cells(sparse: bool) -
     members = [np.arange(0, 50), np.arange(100, 300, 3)]
     bulk = np.stack([X[m].sum(axis=0) for m in members]) * 7.0  # any linear scale
     rows = np.arange(atlas.n_obs)
-    dec = expression_decomposition(bulk, atlas, rows, genes, n_components=10, seed=0)
+    dec = expression_decomposition(atlas, bulk, rows, genes, n_components=10, seed=0)
     assert dec.cells.shape == (atlas.n_obs, 10) and dec.bulk.shape == (2, 10)
     totals = X.sum(axis=1)
     for b, m in enumerate(members):
@@ -58,7 +58,7 @@ def test_a_subset_of_reference_rows_is_used() -> None:
     rows = np.arange(0, atlas.n_obs, 2)
     genes = list(atlas.var_names)
     bulk = np.asarray(atlas.X[:5].sum(axis=0))
-    dec = expression_decomposition(bulk, atlas, rows, genes, n_components=5)
+    dec = expression_decomposition(atlas, bulk, rows, genes, n_components=5)
     assert dec.cells.shape == (rows.size, 5)
 
 
@@ -90,4 +90,4 @@ def test_bad_input_is_refused(
         genes = [*genes, "not-a-gene"]
         bulk = np.hstack([bulk, np.ones((1, 1))])
     with pytest.raises(InputError, match=match):
-        expression_decomposition(bulk, atlas, np.arange(atlas.n_obs), genes)
+        expression_decomposition(atlas, bulk, np.arange(atlas.n_obs), genes)

@@ -160,7 +160,15 @@ class AlignConfig(Options):
 
 
 def drug_split(drugs: Sequence[str], config: AlignConfig) -> pd.Series:
-    """Drugs -> ``"train"`` / ``"val"`` / ``"test"`` (BiRD A.1; seeded, by drug)."""
+    """Drugs -> ``"train"`` / ``"val"`` / ``"test"`` (BiRD A.1; seeded, by drug).
+
+    Parameters
+    ----------
+    drugs
+        The drug names to split.
+    config
+        Gives ``val_fraction``, ``test_fraction`` and ``seed``.
+    """
     train = 1.0 - config.val_fraction - config.test_fraction
     return split_by_group(
         [str(d) for d in drugs],
@@ -422,6 +430,27 @@ class _AlignTask(pl.LightningModule):
 class Aligner:
     """A frozen cell encoder aligned to a drug-embedding space (BiRD §3).
 
+    Build it from a config and :meth:`fit` it (or :meth:`load` one); the other fields are
+    set by fitting.
+
+    Attributes
+    ----------
+    config
+        The options.
+    projection
+        The trained :math:`f_\\theta` (``None`` before fitting).
+    drug_space
+        :math:`g(d)` as used: drugs x dimensions, divided by ``drug_scale``.
+    drug_scale
+        Root mean squared distance between the training drugs when
+        ``config.normalize_drugs``, else 1.
+    split
+        Drug -> ``"train"``/``"val"``/``"test"``.
+    lines
+        The cell lines of the cells it was fitted on.
+    history
+        Per-epoch losses of the fit.
+
     Examples
     --------
     >>> aligner = Aligner(AlignConfig(cell_key="X_pca")).fit(cells, bird)  # doctest: +SKIP
@@ -625,16 +654,20 @@ class Aligner:
                 if k.startswith("projection.")
             }
             projection.load_state_dict(state, strict=True)
+            history = TrainingHistory(**meta["history"]) if meta.get("history") else None
+            drug_scale = float(meta["drug_scale"])
+            split = pd.Series(meta["split"], name="part").rename_axis("drug")
+            lines = list(meta["lines"])
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            raise InputError("checkpoint", f"does not match an aligner: {err}") from None
-        history = TrainingHistory(**meta["history"]) if meta.get("history") else None
+            detail = " ".join(str(err).split())  # one line: state-dict errors span several
+            raise InputError("checkpoint", f"does not match an aligner: {detail}") from None
         return cls(
             config=config,
             projection=projection.eval(),
             drug_space=space,
-            drug_scale=float(meta["drug_scale"]),
-            split=pd.Series(meta["split"], name="part").rename_axis("drug"),
-            lines=list(meta["lines"]),
+            drug_scale=drug_scale,
+            split=split,
+            lines=lines,
             history=history,
         )
 
@@ -660,10 +693,19 @@ def fit_per_line(
 
     Parameters
     ----------
+    cells
+        Cells of every line, with the frozen embedding in ``obsm[config.cell_key]`` (as for
+        :meth:`Aligner.fit`).
+    embedding
+        Drugs x dimensions: :math:`g(d)`.
+    config
+        Options shared by every line's model; default ``AlignConfig()``.
     lines
         The cell lines to train on (default: all in ``obs[cell_line_key]``).
     split
         Shared by every line; default :func:`drug_split` of all the cells' drugs.
+    progress
+        Progress bars.
     """
     config = config or AlignConfig()
     if config.cell_line_key not in cells.obs:

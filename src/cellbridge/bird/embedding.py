@@ -256,8 +256,8 @@ def _orient(Q: np.ndarray, names: Sequence[object]) -> np.ndarray:
 
 def spectral_embedding(
     S: pd.DataFrame,
-    n_components: int = DEFAULT_N_COMPONENTS,
     *,
+    n_components: int = DEFAULT_N_COMPONENTS,
     zero_diagonal: bool = True,
     prefix: str = "e",
 ) -> pd.DataFrame:
@@ -314,7 +314,8 @@ def spectral_embedding(
     Examples
     --------
     >>> S = pd.DataFrame([[1, 1, 1], [1, 1, 1], [1, 1, 1]], index=list("abc"), columns=list("abc"))
-    >>> spectral_embedding(S, 1)["e1"].round(4).tolist()  # sqrt(2/3): S0 = J - I has λ1 = 2
+    >>> # sqrt(2/3): S0 = J - I has λ1 = 2
+    >>> spectral_embedding(S, n_components=1)["e1"].round(4).tolist()
     [0.8165, 0.8165, 0.8165]
     """
     S = _check_similarity(S, "S")
@@ -348,8 +349,8 @@ def spectral_embedding(
 
 def bird_embedding(
     similarities: Mapping[str, pd.DataFrame],
-    n_components: int = DEFAULT_N_COMPONENTS,
     *,
+    n_components: int = DEFAULT_N_COMPONENTS,
     zero_diagonal: bool = True,
 ) -> pd.DataFrame:
     """BiRD drug embedding: per-cell-line spectral embeddings, concatenated — Algorithm 1.
@@ -405,7 +406,9 @@ def bird_embedding(
     for line in lines:
         S = similarities[line].loc[drugs, drugs]
         parts.append(
-            spectral_embedding(S, n_components, zero_diagonal=zero_diagonal, prefix=f"{line}_")
+            spectral_embedding(
+                S, n_components=n_components, zero_diagonal=zero_diagonal, prefix=f"{line}_"
+            )
         )
     E = pd.concat(parts, axis=1)
     dup = _duplicates(list(E.columns))
@@ -460,6 +463,11 @@ def save_embedding(E: pd.DataFrame, path: str | os.PathLike[str]) -> None:
 
 def load_embedding(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a drug embedding written by :func:`save_embedding`.
+
+    Parameters
+    ----------
+    path
+        The parquet file.
 
     Raises
     ------

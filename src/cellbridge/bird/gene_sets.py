@@ -228,7 +228,7 @@ def enrichment(
 
 
 def top_improved_genes(
-    per_gene_errors: pd.DataFrame, method: str, baseline: str, n: int = 500
+    per_gene_errors: pd.DataFrame, method: str, baseline: str, *, n: int = 500
 ) -> pd.Series:
     r"""Genes whose k-NN error drops most under ``method`` against ``baseline`` — Fig. 3C.
 

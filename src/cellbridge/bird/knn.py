@@ -120,6 +120,7 @@ def drug_profiles(
             fix="mark treated cells with False",
         )
     genes = pd.Index(adata.var_names.astype(str))
+    require_unique(genes, "adata.var_names", what="gene names", fix="make the gene names unique")
     out: dict[str, pd.DataFrame] = {}
     for line in sorted(set(lines[treated])):
         rows = np.flatnonzero(treated & (lines == line))
@@ -224,7 +225,7 @@ def _neighbour_positions(
 
 
 def nearest_training_drugs(
-    embedding: pd.DataFrame, train: Sequence[str], test: Sequence[str], k: int = 5
+    embedding: pd.DataFrame, train: Sequence[str], test: Sequence[str], *, k: int = 5
 ) -> pd.DataFrame:
     r"""The neighbourhood :math:`\mathcal N_k(d)` of each test drug — BiRD §4.
 
@@ -299,6 +300,7 @@ def knn_predict(
     profiles: pd.DataFrame,
     train: Sequence[str],
     test: Sequence[str],
+    *,
     k: int = 5,
 ) -> pd.DataFrame:
     r"""Predict the profile of each test drug from its k nearest training drugs — BiRD Eq. 4.

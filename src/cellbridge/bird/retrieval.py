@@ -39,13 +39,29 @@ FPR_GRID = np.linspace(0.0, 1.0, 201)
 
 
 def retrieval_scores(Z: np.ndarray, space: pd.DataFrame) -> pd.DataFrame:
-    """``(cells, drugs)`` scores :math:`-\\lVert f_\\theta(x) - g(d) \\rVert_2` (Eq. 5)."""
+    """``(cells, drugs)`` scores :math:`-\\lVert f_\\theta(x) - g(d) \\rVert_2` (Eq. 5).
+
+    Parameters
+    ----------
+    Z
+        ``(cells, dims)`` aligned query cells :math:`f_\\theta(x)`, finite.
+    space
+        The candidate drugs x dimensions, :math:`g(d)`; its index names the columns.
+    """
     Z = np.asarray(Z, dtype=np.float64)
     if Z.ndim != 2 or Z.shape[1] != space.shape[1]:
         raise InputError(
             "Z",
             "must be (cells, dims) in the drug space's dimensions",
             values=[Z.shape, space.shape],
+        )
+    bad = ~np.isfinite(Z).all(axis=1)
+    if bad.any():
+        raise InputError(
+            "Z",
+            f"{int(bad.sum())} cells with NaN or infinite coordinates, at rows",
+            values=np.flatnonzero(bad).tolist(),
+            fix="fix the cell embedding upstream; retrieval does not drop cells",
         )
     return pd.DataFrame(-cdist(Z, space.to_numpy(dtype=np.float64)), columns=space.index)
 
@@ -77,7 +93,17 @@ def retrieval_auroc(Z: np.ndarray, drugs: np.ndarray, space: pd.DataFrame) -> fl
 def retrieval_roc(
     Z: np.ndarray, drugs: np.ndarray, space: pd.DataFrame
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The micro-averaged ROC curve (false- and true-positive rates) of Eq. 5's scores."""
+    """The micro-averaged ROC curve (false- and true-positive rates) of Eq. 5's scores.
+
+    Parameters
+    ----------
+    Z
+        ``(cells, dims)`` aligned query cells :math:`f_\\theta(x)`.
+    drugs
+        ``(cells,)`` each cell's true drug (a candidate of ``space``).
+    space
+        The candidate drugs x dimensions, :math:`g(d)`.
+    """
     truth, scores = _truth_and_scores(Z, drugs, space)
     fpr, tpr, _ = roc_curve(truth.ravel(), scores.ravel())
     return fpr, tpr
@@ -196,6 +222,20 @@ def compare_drug_spaces(
 ) -> tuple[pd.DataFrame, dict[str, RetrievalResult]]:
     """Align the same cells to several drug embeddings (BiRD, Morgan, ADMET-AI, random)
     with one shared drug split, and score each (Figures 4–5, Table 1).
+
+    Parameters
+    ----------
+    cells
+        Cells of every line with the frozen embedding (as for :func:`fit_per_line`).
+    spaces
+        Name -> drugs x dimensions; each must cover the cells' drugs.
+    config
+        Options of every aligner; default ``AlignConfig()``. Its seed and fractions make
+        the shared split.
+    lines
+        The cell lines to train and test on (default: all).
+    progress
+        Progress bars.
 
     Returns
     -------

@@ -92,7 +92,8 @@ def simulated_screen_run(
         adata, reference_lines=list(REFERENCE_LINES), top_k=40, progress=progress
     )
     bird = bird_embedding(
-        {line: jaccard_similarity(signatures.for_line(line)) for line in REFERENCE_LINES}, 8
+        {line: jaccard_similarity(signatures.for_line(line)) for line in REFERENCE_LINES},
+        n_components=8,
     )
     t1 = time.perf_counter()
     drugs = list(bird.index)

@@ -97,6 +97,20 @@ def compare_many(
     kernel (never densified). Otherwise each block of ``chunk_genes`` genes of the
     controls is densified (and, for the Wilcoxon test, sorted) once and shared by every
     treated group, as drugs of one plate share its controls.
+
+    Parameters
+    ----------
+    treated
+        The treated groups: each ``(cells, genes)`` log1p-normalised, dense or sparse.
+    control
+        ``(cells, genes)`` control cells, the same genes.
+    method, chunk_genes
+        As for :func:`compare_groups`.
+
+    Returns
+    -------
+    list of pandas.DataFrame
+        One :func:`compare_groups` table per treated group, in order.
     """
     m = control.shape[0]
     sizes = [t.shape[0] for t in treated]
@@ -115,6 +129,8 @@ def compare_many(
             "treated and control differ",
             values=[*(t.shape for t in treated), control.shape],
         )
+    _require_finite(treated, "treated")
+    _require_finite([control], "control")
     if method == "wilcoxon" and _sparse_non_negative([*treated, control]):
         return _compare_sparse(treated, control)
     # column blocks are cut from CSC (cheap) rather than CSR (a scan of every row)
@@ -168,6 +184,7 @@ def compare_rows(
     group): each gene's positive values of all compared cells are sorted once and shared
     by every group.
     """
+    _require_finite([X], "X")
     n_rows = X.shape[0]
     groups = [np.asarray(t, dtype=np.int64).ravel() for t in treated]
     control = np.asarray(control, dtype=np.int64).ravel()
@@ -208,6 +225,23 @@ def _frames(
         pd.DataFrame({"score": score[g], "pval": pval[g], "qval": qval[g], "logfc": logfc[g]})
         for g in range(score.shape[0])
     ]
+
+
+def _require_finite(blocks: Sequence[np.ndarray | sp.spmatrix], field: str) -> None:
+    """Refuse non-numeric, NaN or infinite expression (the tests would score it silently)."""
+    for block in blocks:
+        values = np.asarray(block.data if sp.issparse(block) else block)
+        if not np.issubdtype(values.dtype, np.number):
+            raise InputError(field, f"expression must be numeric, got dtype {values.dtype}")
+        # a NaN or inf makes the sum non-finite: one pass, no temporary the size of X
+        if values.size and not np.isfinite(values.sum(dtype=np.float64)):
+            n_bad = int(np.count_nonzero(~np.isfinite(values)))
+            if n_bad:
+                raise InputError(
+                    field,
+                    f"{n_bad} NaN or infinite values",
+                    fix="fix the matrix upstream; cellbridge does not impute",
+                )
 
 
 def _sparse_non_negative(blocks: Sequence[np.ndarray | sp.spmatrix]) -> bool:
@@ -351,6 +385,8 @@ def differential_response(
     adata
         Cells with ``obs`` columns ``drug_key``, ``control_key`` (bool), ``plate_key`` and
         ``cell_line_key``.
+    drug_key, control_key, plate_key, cell_line_key
+        The ``obs`` columns with each cell's drug, control flag, plate and cell line.
     reference_lines
         The reference cell lines :math:`\\mathcal C_{ref}` (BiRD: A549, AN3 CA, SK-MEL-2,
         SNU-1, A-172). They must then be left out of every evaluation
@@ -518,6 +554,18 @@ def mann_whitney_u(treated: np.ndarray, control_sorted: np.ndarray) -> np.ndarra
     :math:`O(n + m)` per gene after the sort, without ranking the pooled cells (the controls
     are sorted once and reused for every drug that shares them). Written by hand (numba)
     because scipy's ``mannwhitneyu`` ranks the pooled sample per call and per gene.
+
+    Parameters
+    ----------
+    treated
+        ``(n, genes)`` treated values.
+    control_sorted
+        ``(m, genes)`` control values, each column sorted ascending.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(genes,)`` float64: :math:`U_j`.
     """
     t = np.sort(np.asarray(treated, dtype=np.float64), axis=0)
     return _u_kernel(np.asfortranarray(t), np.asfortranarray(control_sorted, dtype=np.float64))

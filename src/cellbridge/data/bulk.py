@@ -94,6 +94,11 @@ def log1p_cpm(adata: AnnData) -> AnnData:
     The scale POPPY's gene tokens expect (:class:`cellbridge.encoders.ScaledGeneEmbeddings`).
     ``X`` must hold non-negative finite counts-scale values (e.g. the output of
     :func:`mix_profiles`); ``uns["cellbridge"]["normalize"]`` records the step.
+
+    Parameters
+    ----------
+    adata
+        Bulk-like profiles x genes on a counts scale (counts, CPM or TPM); not modified.
     """
     check_counts(
         adata.X, field="adata.X", allow_non_integer=True, log1p_marked="log1p" in adata.uns
@@ -157,11 +162,19 @@ def pseudobulk(
         ``uns["cellbridge"]`` records the normalisation and provenance.
     """
     samples = obs_labels(adata, sample_key, field="sample_key")
+    if adata.n_obs == 0:
+        raise InputError("adata", "has no cells", fix="pass the cells of at least one sample")
     require_unique(
         adata.obs_names,
         "adata.obs_names",
         what="cell names",
         fix="call adata.obs_names_make_unique()",
+    )
+    require_unique(
+        adata.var_names,
+        "adata.var_names",
+        what="gene names",
+        fix="call adata.var_names_make_unique() or sum the duplicated genes first",
     )
     X = expression_matrix(adata, layer)
     check_counts(
@@ -279,6 +292,8 @@ def mix_profiles(
         The ``obs`` column of ``profiles`` with cell types.
     seed
         Seed for the choice of profile per sample and type.
+    construction
+        How the proportions were chosen, recorded in ``uns["cellbridge"]["construction"]``.
 
     Returns
     -------
@@ -320,13 +335,26 @@ def mix_profiles(
 
 
 def matched_bulk(
-    compositions: pd.DataFrame, profiles: AnnData, *, type_key: str = "cell_type", seed: int = 0
+    profiles: AnnData, compositions: pd.DataFrame, *, type_key: str = "cell_type", seed: int = 0
 ) -> AnnData:
     """One in-silico bulk per single-cell sample, same proportions over shared types (A.3.2).
 
     Each sample's composition is restricted to the cell types that have sorted profiles
     and renormalised; the mass left out is kept in ``obs["unmatched_fraction"]``. A
     sample with no shared cell type is an error (named).
+
+    Parameters
+    ----------
+    profiles
+        Sorted-population profiles x genes, the cell type of each in ``obs[type_key]``
+        (as for :func:`mix_profiles`).
+    compositions
+        Single-cell samples x cell types: each sample's cell-type proportions (rows
+        non-negative, summing to 1).
+    type_key
+        The ``obs`` column of ``profiles`` with cell types.
+    seed
+        Seed for the choice of profile per sample and type.
     """
     comp = _check_proportions(compositions, "compositions")
     groups = _profile_groups(profiles, type_key)
@@ -360,6 +388,17 @@ def random_tumours(
     """Simulated tumours with cell-type ratios drawn uniformly from the simplex (§3.4).
 
     Proportions are Dirichlet(1, ..., 1) over the profiled cell types.
+
+    Parameters
+    ----------
+    profiles
+        Sorted-population profiles x genes, the cell type of each in ``obs[type_key]``.
+    n
+        Number of tumours.
+    type_key
+        The ``obs`` column of ``profiles`` with cell types.
+    seed
+        Seed for the ratios and the choice of profile per tumour and type.
     """
     if n < 1:
         raise InputError("n", f"must be at least 1, got {n}")
@@ -399,6 +438,24 @@ def cancer_normal_tumours(
 
     (profiles in CPM). The proportions returned give the cancer fraction (column
     ``"cancer"``) and, per non-cancer type, ``(1 - f_s) / 9`` times its number of draws.
+
+    Parameters
+    ----------
+    cancer
+        Cancer profiles x genes; one is drawn per tumour.
+    normal
+        Non-cancer profiles x genes (same genes, same order), the cell type of each in
+        ``obs[type_key]``.
+    n
+        Number of tumours.
+    n_normal
+        Non-cancer profiles averaged per tumour (drawn without replacement).
+    cancer_fraction
+        ``(low, high)`` of the uniform cancer fraction, within ``[0, 1]``.
+    type_key
+        The ``obs`` column of ``normal`` with cell types.
+    seed
+        Seed for the fractions and the profiles drawn.
     """
     if n < 1 or n_normal < 1:
         raise InputError("n", f"n and n_normal must be at least 1, got {n}, {n_normal}")
@@ -452,6 +509,16 @@ def stack_profiles(
     = its single-cell sample (the existing column, else the row name) and
     ``obs[assay_key]`` = ``assay``. Genes must be identical (same names, same order);
     ``obs`` columns present in every input are kept, ``obsm`` / ``layers`` are not.
+
+    Parameters
+    ----------
+    profiles
+        ``{assay name: AnnData}`` of bulk-like profiles x genes.
+    sample_key
+        ``obs`` column with each profile's single-cell sample (added from the row names
+        where an input lacks it).
+    assay_key
+        ``obs`` column that receives the assay name.
 
     Raises
     ------

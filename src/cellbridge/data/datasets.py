@@ -259,7 +259,7 @@ def pbmc_patients(
     panels = _sorted_panels(
         atlas, rates, types, n_sorted=n_sorted, sorted_cells=sorted_cells, rng=rng
     )
-    bulk = matched_bulk(truth_df, panels, seed=seed)
+    bulk = matched_bulk(panels, truth_df, seed=seed)
     bulk.obs["cohort"] = pheno["cohort"].reindex(bulk.obs_names).to_numpy()
     bulk.uns["cellbridge"]["provenance"] = SEMI_SYNTHETIC
     pb = pseudobulk(cells, normalize="log1p_cpm")

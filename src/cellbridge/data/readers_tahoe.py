@@ -110,6 +110,17 @@ def iter_tahoe_plates(
     plate: the plates' ``obs`` are checked before the first one is yielded. Plates with an
     empty selection are skipped (logged).
 
+    Parameters
+    ----------
+    paths
+        Per-plate .h5ad files, read in this order.
+    cell_lines, drugs, plates
+        Values to keep (one name or several; ``None`` keeps all), compared as strings.
+    drug_key, cell_line_key, plate_key
+        ``obs`` columns the filters apply to.
+    chunk_size
+        Rows of ``X`` read at a time.
+
     Yields
     ------
     anndata.AnnData

@@ -56,6 +56,14 @@ class CellStore:
     opened lazily in each process (an h5py handle must not cross a fork) and the store
     pickles without its handle. ``store[i]`` accepts a position as well as a name, so
     ``DataLoader(store, batch_size=None, num_workers=4)`` yields one sample at a time.
+
+    Parameters
+    ----------
+    path
+        The store file.
+    header
+        Its header, as read by :meth:`open` (which is how a store is opened: the
+        constructor is not called directly).
     """
 
     def __init__(self, path: Path, header: Header) -> None:
@@ -294,7 +302,7 @@ class CellStore:
         return _as(self._read_rows(rows.astype(np.int64)), dtype)
 
     def iter_samples(
-        self, order: Iterable[str | int] | None = None, *, dtype: ReadDtype | None = "float32"
+        self, *, order: Iterable[str | int] | None = None, dtype: ReadDtype | None = "float32"
     ) -> Iterator[tuple[str, npt.NDArray[Any]]]:
         """Yield ``(name, cells)`` one sample at a time, in ``order`` (default: stored)."""
         positions = range(len(self)) if order is None else [self._position(s) for s in order]

@@ -7,6 +7,7 @@ at a time, so memory is bounded by one sample (or one part of it).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import uuid
@@ -137,6 +138,7 @@ class CellStoreWriter:
         self,
         sample: str,
         embeddings: npt.ArrayLike,
+        *,
         cell_types: Sequence[object] | npt.ArrayLike | None = None,
         obs_names: Sequence[object] | npt.ArrayLike | None = None,
     ) -> None:
@@ -430,10 +432,9 @@ def write_chunks(
         path, dim=dim, dtype=dtype, chunk_rows=chunk_rows, source=source, provenance=provenance
     )
     with writer, progress_bar("cell store", total=n_samples, enabled=progress) as advance:
-        writer.append(*_unpack(first))
-        advance(1)
-        for item in items:
-            writer.append(*_unpack(item))
+        for item in itertools.chain([first], items):
+            sample, embeddings, cell_types = _unpack(item)
+            writer.append(sample, embeddings, cell_types=cell_types)
             advance(1)
     return writer.path
 

@@ -26,7 +26,7 @@ __all__ = ["isolated_labels", "kmeans_nmi_ari", "separability"]
 SCORES = ("isolated_labels", "kmeans_nmi", "kmeans_ari", "silhouette_label", "aggregate")
 
 
-def isolated_labels(X: np.ndarray, labels: np.ndarray, batch: np.ndarray | None = None) -> float:
+def isolated_labels(X: np.ndarray, labels: np.ndarray, *, batch: np.ndarray | None = None) -> float:
     r"""scIB's isolated-label score (ASW variant, as ``scib_metrics.isolated_labels``).
 
     The isolated labels are those present in the fewest batches; the score is the mean,
@@ -69,6 +69,15 @@ def kmeans_nmi_ari(X: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> tuple
     NMI with the arithmetic mean normalisation, ARI; KMeans is scikit-learn's
     (k-means++, 10 restarts, seeded) instead of scib-metrics' JAX implementation (see the
     module note).
+
+    Parameters
+    ----------
+    X
+        ``(N, d)`` embedding.
+    labels
+        ``(N,)`` labels, between 2 and ``N - 1`` distinct.
+    seed
+        KMeans seed.
 
     Returns
     -------
@@ -119,7 +128,7 @@ def separability(
     labels = as_labels(labels, "labels", X.shape[0])
     nmi, ari = kmeans_nmi_ari(X, labels, seed=seed)
     values = {
-        "isolated_labels": isolated_labels(X, labels, batch),
+        "isolated_labels": isolated_labels(X, labels, batch=batch),
         "kmeans_nmi": nmi,
         "kmeans_ari": ari,
         "silhouette_label": float((silhouette_samples(X, labels).mean() + 1.0) / 2.0),

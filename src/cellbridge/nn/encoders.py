@@ -20,6 +20,11 @@ class Standardize(nn.Module):
     common component (every bulk profile is mostly the same genes), which otherwise maps
     all samples to nearly one direction after l2-normalisation and stalls the contrastive
     loss for many epochs. The buffers are saved with the model; they take no gradient.
+
+    Parameters
+    ----------
+    dim
+        Number of features standardised (the last axis of the input).
     """
 
     shift: torch.Tensor
@@ -62,7 +67,7 @@ class CellSetEncoder(nn.Module):
     """
 
     def __init__(
-        self, cell_dim: int, out_dim: int, hidden_dim: int | None = None, dropout: float = 0.0
+        self, cell_dim: int, out_dim: int, *, hidden_dim: int | None = None, dropout: float = 0.0
     ) -> None:
         super().__init__()
         self.pool = AttentionPool(cell_dim)
@@ -100,7 +105,7 @@ class BulkTokenEncoder(nn.Module):
     """
 
     def __init__(
-        self, token_dim: int, out_dim: int, hidden_dim: int | None = None, dropout: float = 0.0
+        self, token_dim: int, out_dim: int, *, hidden_dim: int | None = None, dropout: float = 0.0
     ) -> None:
         super().__init__()
         self.pool = AttentionPool(token_dim)

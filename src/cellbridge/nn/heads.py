@@ -35,7 +35,7 @@ class ProjectionHead(nn.Module):
     """
 
     def __init__(
-        self, in_dim: int, out_dim: int, hidden_dim: int | None = None, dropout: float = 0.0
+        self, in_dim: int, out_dim: int, *, hidden_dim: int | None = None, dropout: float = 0.0
     ) -> None:
         super().__init__()
         hidden = in_dim if hidden_dim is None else hidden_dim

@@ -60,6 +60,11 @@ def normalize_label(text: str) -> str:
     "CD8- regulatory T cell" match the CL synonym "CD8+ regulatory T cell". A joining
     hyphen ("B-cell", "CD4-positive") is followed by a letter or digit and stays a space.
 
+    Parameters
+    ----------
+    text
+        A cell-type label or synonym.
+
     Examples
     --------
     >>> normalize_label("B-Cell")

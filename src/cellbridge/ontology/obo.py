@@ -36,7 +36,7 @@ def read_obo(file: Path, *, relations: tuple[str, ...], prefix: str | None) -> O
     except (ValueError, OSError, UnicodeDecodeError) as exc:
         raise InputError(
             "path",
-            f"cannot parse the OBO file: {exc}",
+            f"cannot parse the OBO file: {' '.join(str(exc).split())}",
             values=[str(file)],
             fix="pass a valid OBO file",
         ) from exc

@@ -29,6 +29,13 @@ PROGRAM_SEPARATOR = "/program:"
 def program_node_id(cell_type_id: str, program: str) -> str:
     """The id of the node for ``program`` under ``cell_type_id``.
 
+    Parameters
+    ----------
+    cell_type_id
+        The cell type's term id (e.g. ``"CL:0000236"``); not itself a program node.
+    program
+        The program's name, non-empty (e.g. a 3CA metaprogram ``"MP1"``).
+
     Examples
     --------
     >>> program_node_id("CL:0000236", "MP1")
@@ -47,7 +54,13 @@ def program_node_id(cell_type_id: str, program: str) -> str:
 
 
 def is_program_node(node_id: str) -> bool:
-    """Whether ``node_id`` names a gene-program node (see :func:`program_node_id`)."""
+    """Whether ``node_id`` names a gene-program node (see :func:`program_node_id`).
+
+    Parameters
+    ----------
+    node_id
+        A node id of a pruned ontology graph.
+    """
     return PROGRAM_SEPARATOR in node_id
 
 
@@ -132,6 +145,19 @@ def nmf_programs(
     unsupervised ones: scikit-learn ``NMF(n_programs, init="nndsvda")`` of the
     log-normalised expression (:func:`cellbridge.encoders.log_normalised`). The cell
     loadings ``W`` are what :func:`assign_programs` thresholds.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes: raw counts or log-normalised expression.
+    n_programs
+        Number of programs ``k``, in ``[1, min(n_cells, n_genes))``.
+    layer
+        Layer to read instead of ``adata.X``.
+    seed
+        ``random_state`` of the NMF solver.
+    max_iter
+        Iterations of the NMF solver at most.
 
     Returns
     -------

@@ -144,7 +144,7 @@ class Graph:
             mask[lookup[(min(u, int(v)), max(u, int(v)))]] = True
         return mask
 
-    def subtree_matrix(self, tree: np.ndarray | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
+    def subtree_matrix(self, *, tree: np.ndarray | None = None) -> tuple[sp.csr_matrix, np.ndarray]:
         """Subtree indicators of a spanning tree and the length of each node's parent edge.
 
         Returns ``(T, w)`` with ``T[v, u] = 1`` when ``u`` lies in the subtree of ``v``

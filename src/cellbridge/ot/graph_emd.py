@@ -105,7 +105,7 @@ def _resolve_method(graph: Graph, method: Method) -> Literal["exact", "tree", "c
 
 def _tree_embedding(X: np.ndarray, graph: Graph, tree: np.ndarray | None) -> np.ndarray:
     """Weighted subtree masses: W1 on a tree is the L1 distance between these rows."""
-    T, lengths = graph.subtree_matrix(tree)
+    T, lengths = graph.subtree_matrix(tree=tree)
     return np.asarray((T @ X.T).T * lengths)
 
 
@@ -274,7 +274,18 @@ def _exact_pairs(
 
 
 def graph_emd(p: np.ndarray, q: np.ndarray, *, graph: Graph, method: Method = "auto") -> float:
-    """Exact W1 between two signals on ``graph`` (see :func:`pairwise_graph_emd`)."""
+    """Exact W1 between two signals on ``graph`` (see :func:`pairwise_graph_emd`).
+
+    Parameters
+    ----------
+    p, q
+        ``(n_nodes,)`` non-negative signals with the same total mass.
+    graph
+        The ground space; connected, positive edge lengths.
+    method
+        ``"auto"``/``"exact"``: exact W1; ``"tree"``: the upper bound on a shortest-path
+        spanning tree (as for :func:`pairwise_graph_emd`).
+    """
     return float(
         pairwise_graph_emd(np.atleast_2d(p), np.atleast_2d(q), graph=graph, method=method)[0, 0]
     )

@@ -33,6 +33,15 @@ def marginals_from_counts(
     :math:`a_i = 1/N` for each of the :math:`N = \sum_\ell N_\ell` cells and
     :math:`b_k = N_k / N`. A drug with no cells gets :math:`b_k = 0` (no mass in the plan).
 
+    Parameters
+    ----------
+    counts
+        Cells of each drug in the batch: whole numbers >= 0, not all 0.
+    dtype
+        dtype of the marginals.
+    device
+        Device of the marginals (default: torch's current default).
+
     Returns
     -------
     tuple of torch.Tensor
@@ -63,16 +72,24 @@ def marginals_from_counts(
 
 
 class LabelMarginals(NamedTuple):
-    """What :func:`marginals_from_labels` returns."""
+    """What :func:`marginals_from_labels` returns.
+
+    Attributes
+    ----------
+    a
+        ``(N,)`` cell marginal, :math:`1/N`.
+    b
+        ``(K,)`` drug marginal, :math:`N_k / N`, in the order of ``drugs``.
+    labels
+        ``(N,)`` int64: the column :math:`k(i)` of each cell's drug.
+    drugs
+        The drug of each column.
+    """
 
     a: torch.Tensor
-    """``(N,)`` cell marginal, :math:`1/N`."""
     b: torch.Tensor
-    """``(K,)`` drug marginal, :math:`N_k / N`, in the order of ``drugs``."""
     labels: torch.Tensor
-    """``(N,)`` int64: the column :math:`k(i)` of each cell's drug."""
     drugs: list[object]
-    """The drug of each column."""
 
 
 def marginals_from_labels(
@@ -91,6 +108,10 @@ def marginals_from_labels(
     drugs
         The drug of every cost column, in column order; default: the distinct labels,
         sorted. Drugs without cells get :math:`b_k = 0`.
+    dtype
+        dtype of the marginals.
+    device
+        Device of the marginals and ``labels`` (default: torch's current default).
 
     Examples
     --------

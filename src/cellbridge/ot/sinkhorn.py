@@ -133,16 +133,26 @@ def sinkhorn(
         \hat\Pi = \arg\min_{\Pi \in U(a, b)} \langle \Pi, C \rangle - \epsilon H(\Pi),
         \qquad \hat\Pi_{ik} = \exp\!\left(\frac{f_i + g_k - C_{ik}}{\epsilon}\right),
 
-    with :math:`(f, g)` from :func:`sinkhorn_potentials` (see there for the parameters).
+    with :math:`(f, g)` from :func:`sinkhorn_potentials` (its parameters detailed there).
     Equal to POT's ``ot.bregman.sinkhorn_log(a, b, cost, reg=eps, numItermax=n_iter,
     stopThr=0)`` (tested to ``1e-6``, in practice to rounding), but differentiable
     through the iterations.
 
     Parameters
     ----------
+    cost
+        ``(N, K)`` finite cost :math:`C`, float32 or float64.
+    a, b
+        ``(N,)`` and ``(K,)`` non-negative marginals, each summing to 1.
+    eps
+        Entropic regularisation :math:`\epsilon > 0` of Eq. 2, in the units of ``cost``.
+    n_iter
+        Number of iterations, all of them run.
     log
         Return :math:`\log \hat\Pi` instead of :math:`\hat\Pi`: finite wherever the mass is
         positive, also where :math:`\hat\Pi` underflows to 0 at small ``eps``.
+    method
+        ``"kernel"`` or ``"logsumexp"``: how the iterations are computed and differentiated.
 
     Returns
     -------

@@ -136,8 +136,8 @@ def plot_win_rates(
 
 def plot_enrichment(
     table: pd.DataFrame,
-    top: int = 15,
     *,
+    top: int = 15,
     title: str | None = None,
     data: str | None = None,
 ) -> Figure:

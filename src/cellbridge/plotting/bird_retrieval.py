@@ -62,7 +62,15 @@ def plot_retrieval_roc(
 def plot_cross_line_auroc(
     auroc: pd.DataFrame, *, title: str | None = None, data: str | None = None
 ) -> Figure:
-    """Heatmap of retrieval AUROC, trained line (rows) x tested line (columns) (Fig. 5)."""
+    """Heatmap of retrieval AUROC, trained line (rows) x tested line (columns) (Fig. 5).
+
+    Parameters
+    ----------
+    auroc
+        Trained line x tested line AUROCs, finite (:attr:`cellbridge.bird.RetrievalResult.auroc`).
+    title, data
+        Title and the provenance shown under it.
+    """
     A = auroc.to_numpy(dtype=np.float64)
     if A.ndim != 2 or A.size == 0 or not np.isfinite(A).all():
         raise InputError("auroc", "must be a non-empty finite matrix of AUROCs")
@@ -86,7 +94,17 @@ def plot_cross_line_auroc(
 def plot_separability(
     summary: pd.DataFrame, *, title: str | None = None, data: str | None = None
 ) -> Figure:
-    """Grouped bars of the scIB scores per embedding (Table 1)."""
+    """Grouped bars of the scIB scores per embedding (Table 1).
+
+    Parameters
+    ----------
+    summary
+        One row per embedding with scIB score columns (``isolated_labels``,
+        ``kmeans_nmi``, ``kmeans_ari``, ``silhouette_label``, ``aggregate``), e.g.
+        :func:`cellbridge.bird.compare_drug_spaces`'s summary.
+    title, data
+        Title and the provenance shown under it.
+    """
     columns = [
         c
         for c in ("isolated_labels", "kmeans_nmi", "kmeans_ari", "silhouette_label", "aggregate")

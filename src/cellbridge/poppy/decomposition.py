@@ -61,8 +61,8 @@ class ExpressionDecomposition:
 
 
 def expression_decomposition(
-    bulk_expression: np.ndarray,
     atlas: AnnData,
+    bulk_expression: np.ndarray,
     rows: np.ndarray,
     genes: list[str],
     *,
@@ -73,11 +73,11 @@ def expression_decomposition(
 
     Parameters
     ----------
+    atlas
+        The atlas, raw counts in ``X``, with every gene of ``genes`` in ``var_names``.
     bulk_expression
         ``(n_profiles, len(genes))`` bulk expression on a linear scale (counts, CPM or
         TPM; e.g. ``expm1`` of log1p-CPM), columns in ``genes`` order.
-    atlas
-        The atlas, raw counts in ``X``, with every gene of ``genes`` in ``var_names``.
     rows
         The atlas rows of the reference cells.
     genes

@@ -28,6 +28,7 @@ from cellbridge.poppy.pairs import ArrayCells, CellSource, StoreCells
 __all__ = [
     "bulk_inputs",
     "cell_source",
+    "check_cell_dim",
     "encode_bulk",
     "mean_tokens",
     "paired_samples",
@@ -64,6 +65,18 @@ def cell_source(
             )
         embedding, source = standin.transform(cells), standin.source
     return ArrayCells(embedding, samples.to_numpy(), source)
+
+
+def check_cell_dim(source: CellSource, expected: int) -> None:
+    """Refuse cell embeddings of another width than the cell encoder was trained on."""
+    if source.dim != expected:
+        raise InputError(
+            "cells",
+            f"{source.source} has {source.dim} dimensions; the cell encoder was trained on "
+            f"{expected}",
+            values=[source.dim],
+            fix="pass the same frozen cell embedding (obsm[cell_key]) as at training",
+        )
 
 
 def paired_samples(bulk: AnnData, config: POPPYConfig) -> pd.Series:

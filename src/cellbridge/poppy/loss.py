@@ -166,6 +166,18 @@ def multi_positive_contrastive_loss(
     Same as ``contrastive_loss_terms(...).total``; see :func:`contrastive_loss_terms`
     for the equations, the reduction, the parameters and the errors. Use that function
     when the two directional terms are wanted (e.g. for logging).
+
+    Parameters
+    ----------
+    z_cells, z_bulk
+        ``(N, d)`` l2-normalised cell-level and bulk embeddings, row ``i`` of both the same
+        sample.
+    S
+        ``(N, N)`` non-negative similarity of the batch, a positive entry in every row.
+    temperature
+        ``tau_cl`` > 0 (default 0.07, the CLIP convention).
+    unit_norm_atol
+        Refuse rows whose norm differs from 1 by more than this; ``None`` skips the check.
     """
     return contrastive_loss_terms(
         z_cells, z_bulk, S, temperature=temperature, unit_norm_atol=unit_norm_atol

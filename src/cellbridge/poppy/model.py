@@ -23,6 +23,7 @@ from cellbridge.poppy.config import POPPYConfig
 from cellbridge.poppy.inputs import (
     bulk_inputs,
     cell_source,
+    check_cell_dim,
     encode_bulk,
     mean_tokens,
     paired_samples,
@@ -282,6 +283,7 @@ class POPPY:
         """
         net = self._fitted().eval()
         source = cell_source(cells, self.config, self.standin)
+        check_cell_dim(source, net.cell_encoder.pool.score.in_features)
         rng = np.random.default_rng(seed)
         z, counts = [], []
         keep = isinstance(cells, AnnData) and max_cells is None and attention_key is not None
@@ -475,22 +477,26 @@ class POPPY:
             model.net = _new_net(config, int(meta["cell_dim"]), int(meta["token_dim"]))
             state = {k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")}
             model.net.load_state_dict(state, strict=True)
-        except (KeyError, TypeError, RuntimeError) as err:
-            raise InputError("checkpoint", f"does not match its config: {err}") from None
-        model.net.eval()
-        model.sources = dict(meta.get("sources", {}))
-        model.split = dict(meta.get("split", {}))
-        if meta.get("history"):
-            model.history = TrainingHistory(**meta["history"])
-        if "standin.mean" in tensors:
-            model.standin = PCAStandIn(
-                meta["standin_genes"],
-                tensors["standin.mean"].numpy(),
-                tensors["standin.components"].numpy(),
+            model.sources = dict(meta.get("sources", {}))
+            model.split = dict(meta.get("split", {}))
+            if meta.get("history"):
+                model.history = TrainingHistory(**meta["history"])
+            if "standin.mean" in tensors:
+                model.standin = PCAStandIn(
+                    meta["standin_genes"],
+                    tensors["standin.mean"].numpy(),
+                    tensors["standin.components"].numpy(),
+                )
+            model.token_encoder = _restore_token_encoder(
+                meta.get("token_encoder"), tensors, token_encoder
             )
-        model.token_encoder = _restore_token_encoder(
-            meta.get("token_encoder"), tensors, token_encoder
-        )
+        except InputError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            # one line: torch's state-dict errors span several
+            detail = " ".join(str(err).split())
+            raise InputError("checkpoint", f"does not match its config: {detail}") from None
+        model.net.eval()
         if meta.get("phenotype"):
             model.phenotype = FineTuned.from_checkpoint(meta["phenotype"], tensors, model.net)
         return model

@@ -40,8 +40,12 @@ class POPPYNet(nn.Module):
         temperature: float = 0.07,
     ) -> None:
         super().__init__()
-        self.cell_encoder = CellSetEncoder(cell_dim, embedding_dim, hidden_dim, dropout)
-        self.bulk_encoder = BulkTokenEncoder(token_dim, embedding_dim, hidden_dim, dropout)
+        self.cell_encoder = CellSetEncoder(
+            cell_dim, embedding_dim, hidden_dim=hidden_dim, dropout=dropout
+        )
+        self.bulk_encoder = BulkTokenEncoder(
+            token_dim, embedding_dim, hidden_dim=hidden_dim, dropout=dropout
+        )
         self.temperature = temperature
 
     def forward(

@@ -55,6 +55,21 @@ class PbmcSplit:
     uniform ratios (§3.4), with their ``obsp["emd"]`` (``None`` when ``n_tumours=0``);
     ``patients`` is everything :func:`cellbridge.data.pbmc_patients` made (all patients'
     pseudobulk, phenotypes, ...).
+
+    Attributes
+    ----------
+    cells_train, cells_test
+        The single cells of the training and held-out patients.
+    bulk_train
+        Training pseudobulk and in-silico bulk, stacked (log1p-CPM).
+    bulk_test
+        Held-out pseudobulk, with the W1 matrices in ``obsp``.
+    similarity_train
+        :func:`sample_similarity` of the training cells (the ``S`` of stage 1).
+    tumours
+        Simulated tumours with ``obsp["emd"]``, or ``None``.
+    patients
+        The full :func:`cellbridge.data.pbmc_patients` output.
     """
 
     cells_train: AnnData
@@ -129,7 +144,19 @@ def pbmc_split(
 
 @dataclass
 class PbmcAlignment:
-    """What :func:`pbmc_alignment` produced."""
+    """What :func:`pbmc_alignment` produced.
+
+    Attributes
+    ----------
+    model
+        The trained stage-1 model.
+    split
+        The data it was trained and scored on (held-out bulk embedded in ``obsm``).
+    metrics
+        One metrics table: held-out pseudobulk, then ``subset == "tumours"``.
+    seconds
+        Wall time per step (data, train, evaluate).
+    """
 
     model: POPPY
     split: PbmcSplit
@@ -157,6 +184,15 @@ def pbmc_alignment(
     assay_key="assay", seed=seed, val_fraction=0.0, max_epochs=20)`` (the patients' cells
     carry the real pbmc68k PCA; no validation split: see the comment in the code); the
     other arguments are those of :func:`pbmc_split`.
+
+    Parameters
+    ----------
+    config
+        Stage-1 options; default above.
+    n_patients, cells_per_patient, k, n_tumours, programs, seed
+        Passed to :func:`pbmc_split` (``seed`` also seeds the default ``config``).
+    progress
+        Show training progress.
     """
     if config is None:
         # 40 training patients leave a validation set of 4: its contrastive loss rises from
@@ -258,6 +294,21 @@ def pbmc_phenotype(
     label-derived enrichment. ``config`` defaults to :data:`PBMC_PHENOTYPE_CONFIG`, with the
     expression decomposition term (not in the paper) that makes the attribution find the
     causal cells; ``PhenotypeConfig()`` runs the paper's loss alone.
+
+    Parameters
+    ----------
+    config
+        Stage-2 options; default :data:`PBMC_PHENOTYPE_CONFIG`.
+    alignment
+        A finished :func:`pbmc_alignment` run to reuse; ``None`` runs one.
+    n_patients, cells_per_patient
+        Passed to :func:`pbmc_alignment` when ``alignment`` is ``None``.
+    seed
+        Seeds the stage-1 run (when one is made) and the NMF gene programs.
+    n_boot
+        Bootstrap resamples of the leave-one-cohort-out AUROC intervals.
+    progress
+        Show training progress.
     """
     from scipy.stats import spearmanr
 

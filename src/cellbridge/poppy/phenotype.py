@@ -24,6 +24,7 @@ from anndata import AnnData
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from cellbridge._checks import require_unique
 from cellbridge.data import CellStore
 from cellbridge.errors import InputError
 from cellbridge.nn import BulkTokenEncoder, PhenotypeHead
@@ -36,7 +37,7 @@ from cellbridge.poppy.config import (
     _positive_number,
 )
 from cellbridge.poppy.decomposition import ExpressionDecomposition, expression_decomposition
-from cellbridge.poppy.inputs import bulk_inputs, cell_source, encode_bulk
+from cellbridge.poppy.inputs import bulk_inputs, cell_source, check_cell_dim, encode_bulk
 from cellbridge.poppy.pairs import ArrayCells
 from cellbridge.poppy.training import quiet_lightning
 
@@ -222,15 +223,17 @@ class FineTuned:
             obs.index = obs.index.astype(str)
             for column in meta.get("categorical", []):
                 obs[column] = obs[column].astype("category")
+            history = [float(v) for v in meta["history"]]
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            raise InputError("checkpoint", f"phenotype head does not match: {err}") from None
+            detail = " ".join(str(err).split())  # one line: state-dict errors span several
+            raise InputError("checkpoint", f"phenotype head does not match: {detail}") from None
         if obs.shape[0] != reference.shape[0]:
             raise InputError(
                 "checkpoint",
                 "reference cells and their obs rows differ in number",
                 values=[obs.shape[0], reference.shape[0]],
             )
-        return cls(config, encoder.eval(), head.eval(), reference, obs, list(meta["history"]))
+        return cls(config, encoder.eval(), head.eval(), reference, obs, history)
 
     @torch.no_grad()
     def logits(self, model: POPPY, bulk: AnnData) -> np.ndarray:
@@ -309,8 +312,16 @@ def reference_embeddings(
         )
     if not isinstance(atlas, AnnData) or atlas.n_obs == 0:
         raise InputError("atlas", "must be a non-empty AnnData of cells")
+    # the attribution table is indexed by these names
+    require_unique(
+        atlas.obs_names,
+        "atlas.obs_names",
+        what="cell names",
+        fix="call atlas.obs_names_make_unique()",
+    )
     source = cell_source(atlas, model.config, model.standin)
     assert isinstance(source, ArrayCells)  # an AnnData always gives an in-memory source
+    check_cell_dim(source, model._fitted().cell_encoder.pool.score.in_features)
     rows = reference_rows(atlas.n_obs, config)
     cells = torch.from_numpy(np.ascontiguousarray(source.embedding[rows]))
     if config.reference == "poppy":
@@ -505,8 +516,8 @@ def _decomposition(
         )
     assert isinstance(atlas, AnnData)  # reference_embeddings refused a CellStore
     return expression_decomposition(
-        np.expm1(inputs.astype(np.float64)),
         atlas,
+        np.expm1(inputs.astype(np.float64)),
         reference_rows(atlas.n_obs, config),
         list(encoder.genes),
         seed=config.seed,

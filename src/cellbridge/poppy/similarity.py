@@ -38,6 +38,11 @@ def ontology_graph_metric(graph: OntologyGraph) -> Graph:
 
     The shortest path between two terms counts ontology edges (is_a / part_of and
     program links alike), as in POPPY §2.1.
+
+    Parameters
+    ----------
+    graph
+        The pruned ontology (:func:`cellbridge.ontology.prune`), rooted at its root.
     """
     return Graph(len(graph.nodes), np.asarray(graph.edges), root=graph.root)
 
