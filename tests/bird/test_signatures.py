@@ -267,3 +267,21 @@ def test_compare_rows_refuses_overlapping_or_bad_rows() -> None:
         compare_rows(X, [np.array([0, 12])], np.array([3, 4]))
     with pytest.raises(InputError, match="at least 2 cells"):
         compare_rows(X, [np.array([0])], np.array([3, 4]))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    values=st.lists(
+        st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=0, max_size=300
+    ),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_value_summary_counts_non_finite_and_finds_the_minimum(values: list, dtype: type) -> None:
+    """The one-pass check behind DE's input validation equals numpy's answer."""
+    from cellbridge.bird._wilcoxon import value_summary
+
+    x = np.asarray(values, dtype=dtype)
+    n_bad, low = value_summary(x)
+    finite = x[np.isfinite(x)]
+    assert n_bad == int((~np.isfinite(x)).sum())
+    assert low == (float(finite.min()) if finite.size else np.inf)

@@ -35,7 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
 
-__all__ = ["BUCKETS_PER_VALUE", "GENE_BLOCK", "grouped_u"]
+__all__ = ["BUCKETS_PER_VALUE", "GENE_BLOCK", "grouped_u", "value_summary"]
 
 #: most genes gathered at a time
 GENE_BLOCK = 1024
@@ -100,6 +100,36 @@ def grouped_u(X: sp.csr_matrix, code: np.ndarray, n_groups: int) -> tuple[np.nda
             ptr, buffer_keys, buffer_code, n_groups, sizes, m, BUCKETS_PER_VALUE
         )
     return u, sums
+
+
+def value_summary(values: np.ndarray) -> tuple[int, float]:
+    """Number of NaN or infinite entries, and the smallest finite one (``inf`` if none),
+    in one parallel pass without a temporary the size of ``values``."""
+    flat = np.ravel(values)
+    if flat.size == 0:
+        return 0, float("inf")
+    if flat.dtype.kind != "f":  # integers (and bools) are finite
+        return 0, float(flat.min())
+    if flat.dtype not in (np.float32, np.float64):
+        flat = flat.astype(np.float64)
+    n_bad, low = _summary(np.ascontiguousarray(flat), numba.get_num_threads())
+    return int(n_bad), float(low)
+
+
+@njit(cache=True, parallel=True)
+def _summary(values: np.ndarray, n_chunks: int) -> tuple[int, float]:  # pragma: no cover
+    edges = np.linspace(0, values.shape[0], n_chunks + 1).astype(np.int64)
+    bad = np.zeros(n_chunks, np.int64)
+    low = np.full(n_chunks, np.inf)
+    for t in prange(n_chunks):
+        for i in range(edges[t], edges[t + 1]):
+            x = values[i]
+            if np.isfinite(x):
+                if x < low[t]:
+                    low[t] = x
+            else:
+                bad[t] += 1
+    return bad.sum(), low.min()
 
 
 @njit(cache=True, parallel=True)

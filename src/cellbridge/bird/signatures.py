@@ -27,7 +27,7 @@ from numba import njit, prange
 from scipy import stats
 
 from cellbridge._progress import progress_bar
-from cellbridge.bird._wilcoxon import grouped_u
+from cellbridge.bird._wilcoxon import grouped_u, value_summary
 from cellbridge.errors import InputError
 
 __all__ = [
@@ -129,9 +129,8 @@ def compare_many(
             "treated and control differ",
             values=[*(t.shape for t in treated), control.shape],
         )
-    _require_finite(treated, "treated")
-    _require_finite([control], "control")
-    if method == "wilcoxon" and _sparse_non_negative([*treated, control]):
+    lows = [*_require_finite(treated, "treated"), *_require_finite([control], "control")]
+    if method == "wilcoxon" and _sparse_non_negative([*treated, control], lows):
         return _compare_sparse(treated, control)
     # column blocks are cut from CSC (cheap) rather than CSR (a scan of every row)
     treated = [sp.csc_matrix(t) if sp.issparse(t) else t for t in treated]
@@ -184,7 +183,7 @@ def compare_rows(
     group): each gene's positive values of all compared cells are sorted once and shared
     by every group.
     """
-    _require_finite([X], "X")
+    lows = _require_finite([X], "X")
     n_rows = X.shape[0]
     groups = [np.asarray(t, dtype=np.int64).ravel() for t in treated]
     control = np.asarray(control, dtype=np.int64).ravel()
@@ -211,7 +210,7 @@ def compare_rows(
             values=[*sizes, control.size],
             fix="pool more cells",
         )
-    if method == "wilcoxon" and _sparse_non_negative([X]):
+    if method == "wilcoxon" and _sparse_non_negative([X], lows):
         return _grouped_wilcoxon(X, code, len(groups))
     return compare_many([X[t] for t in groups], X[control], method=method)
 
@@ -227,28 +226,28 @@ def _frames(
     ]
 
 
-def _require_finite(blocks: Sequence[np.ndarray | sp.spmatrix], field: str) -> None:
-    """Refuse non-numeric, NaN or infinite expression (the tests would score it silently)."""
+def _require_finite(blocks: Sequence[np.ndarray | sp.spmatrix], field: str) -> list[float]:
+    """Refuse non-numeric, NaN or infinite expression (the tests would score it
+    silently); returns each block's smallest stored value (``inf`` when empty), read in
+    the same pass."""
+    lows = []
     for block in blocks:
         values = np.asarray(block.data if sp.issparse(block) else block)
         if not np.issubdtype(values.dtype, np.number):
             raise InputError(field, f"expression must be numeric, got dtype {values.dtype}")
-        # a NaN or inf makes the sum non-finite: one pass, no temporary the size of X
-        if values.size and not np.isfinite(values.sum(dtype=np.float64)):
-            n_bad = int(np.count_nonzero(~np.isfinite(values)))
-            if n_bad:
-                raise InputError(
-                    field,
-                    f"{n_bad} NaN or infinite values",
-                    fix="fix the matrix upstream; cellbridge does not impute",
-                )
+        n_bad, low = value_summary(values)
+        if n_bad:
+            raise InputError(
+                field,
+                f"{n_bad} NaN or infinite values",
+                fix="fix the matrix upstream; cellbridge does not impute",
+            )
+        lows.append(low)
+    return lows
 
 
-def _sparse_non_negative(blocks: Sequence[np.ndarray | sp.spmatrix]) -> bool:
-    return all(sp.issparse(b) for b in blocks) and all(
-        b.nnz == 0 or b.data.min() >= 0  # type: ignore[union-attr]
-        for b in blocks
-    )
+def _sparse_non_negative(blocks: Sequence[np.ndarray | sp.spmatrix], lows: list[float]) -> bool:
+    return all(sp.issparse(b) for b in blocks) and all(low >= 0 for low in lows)
 
 
 def _compare_sparse(treated: Sequence[sp.spmatrix], control: sp.spmatrix) -> list[pd.DataFrame]:
