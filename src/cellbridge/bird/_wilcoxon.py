@@ -46,7 +46,9 @@ BLOCK_ENTRIES = 1 << 25
 BUCKETS_PER_VALUE = 16
 
 
-def grouped_u(X: sp.csr_matrix, code: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+def grouped_u(
+    X: sp.csr_matrix, code: np.ndarray, n_groups: int
+) -> tuple[np.ndarray, np.ndarray, int, float]:
     """U statistics and per-group column sums of groups ``1..n_groups`` against group ``0``.
 
     Parameters
@@ -67,6 +69,12 @@ def grouped_u(X: sp.csr_matrix, code: np.ndarray, n_groups: int) -> tuple[np.nda
         ties counted one half.
     sums : numpy.ndarray
         ``(n_groups + 1, genes)`` column sums per group, row ``0`` the controls.
+    n_bad : int
+        Stored NaN or infinite values (of any row), counted in the same pass: the caller
+        refuses the input when there are any, and ``u`` is then meaningless.
+    low : float
+        The smallest finite stored value: when negative, the zero-based shortcut does
+        not apply and ``u`` is meaningless too.
     """
     data = X.data
     keys = data.view(np.uint32 if data.dtype == np.float32 else np.uint64)
@@ -80,9 +88,10 @@ def grouped_u(X: sp.csr_matrix, code: np.ndarray, n_groups: int) -> tuple[np.nda
     chunks = numba.get_num_threads()
     per_gene = max(1, X.nnz // max(n_genes, 1))
     block = max(1, min(GENE_BLOCK, BLOCK_ENTRIES // per_gene))
+    n_bad, low = 0, np.inf
     for lo in range(0, n_genes, block):
         hi = min(lo + block, n_genes)
-        ptr, buffer_keys, buffer_code, sums[:, lo:hi] = _gather_block(
+        ptr, buffer_keys, buffer_code, sums[:, lo:hi], bad_block, low_block = _gather_block(
             X.indptr,
             X.indices,
             keys,
@@ -96,10 +105,11 @@ def grouped_u(X: sp.csr_matrix, code: np.ndarray, n_groups: int) -> tuple[np.nda
             buffer_keys,
             buffer_code,
         )
+        n_bad, low = n_bad + int(bad_block), min(low, float(low_block))
         u[:, lo:hi] = _lookup_u(
             ptr, buffer_keys, buffer_code, n_groups, sizes, m, BUCKETS_PER_VALUE
         )
-    return u, sums
+    return u, sums, n_bad, low
 
 
 def value_summary(values: np.ndarray) -> tuple[int, float]:
@@ -146,10 +156,13 @@ def _gather_block(
     n_chunks: int,
     out_keys: np.ndarray,
     out_code: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+) -> tuple[
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, float
+]:  # pragma: no cover - compiled
     """Positive entries of genes ``lo..hi-1`` of the rows with ``code >= 0``, grouped by
     gene (a CSR -> CSC transpose of one block of genes that keeps only the value bits and
-    the row's group), and per-group column sums.
+    the row's group), per-group column sums, and, over every row, the number of NaN or
+    infinite entries and the smallest finite one (input checks in the same read).
 
     Row ``r``'s entries of the block start at ``cursor[r]`` (CSR indices sorted), which
     is advanced past them, so the blocks read every entry once in all. Row ranges are
@@ -161,16 +174,22 @@ def _gather_block(
     edges = np.linspace(0, n_rows, n_chunks + 1).astype(np.int64)
     counts = np.zeros((n_chunks, genes), np.int64)
     sums = np.zeros((n_chunks, n_groups + 1, genes))
+    bad = np.zeros(n_chunks, np.int64)
+    low = np.full(n_chunks, np.inf)
     for t in prange(n_chunks):
         for r in range(edges[t], edges[t + 1]):
             g = code[r]
-            if g >= 0:
-                p = cursor[r]
-                while p < indptr[r + 1] and indices[p] < hi:
-                    if data[p] != 0:  # stored zeros (and -0.0) are zeros
-                        counts[t, indices[p] - lo] += 1
-                        sums[t, g, indices[p] - lo] += data[p]
-                    p += 1
+            p = cursor[r]
+            while p < indptr[r + 1] and indices[p] < hi:
+                x = data[p]
+                if not np.isfinite(x):
+                    bad[t] += 1
+                elif x < low[t]:
+                    low[t] = x
+                if g >= 0 and x != 0:  # stored zeros (and -0.0) are zeros
+                    counts[t, indices[p] - lo] += 1
+                    sums[t, g, indices[p] - lo] += x
+                p += 1
     ptr = np.zeros(genes + 1, np.int64)
     offset = np.empty((n_chunks, genes), np.int64)
     running = 0
@@ -196,7 +215,7 @@ def _gather_block(
                     fill[j] += 1
                 p += 1
             cursor[r] = p
-    return ptr, out_keys, out_code, sums.sum(axis=0)
+    return ptr, out_keys, out_code, sums.sum(axis=0), bad.sum(), low.min()
 
 
 @njit(cache=True, parallel=True)

@@ -131,7 +131,9 @@ def compare_many(
         )
     lows = [*_require_finite(treated, "treated"), *_require_finite([control], "control")]
     if method == "wilcoxon" and _sparse_non_negative([*treated, control], lows):
-        return _compare_sparse(treated, control)
+        frames = _compare_sparse(treated, control)
+        assert frames is not None  # checked finite and non-negative above
+        return frames
     # column blocks are cut from CSC (cheap) rather than CSR (a scan of every row)
     treated = [sp.csc_matrix(t) if sp.issparse(t) else t for t in treated]
     control = sp.csc_matrix(control) if sp.issparse(control) else control
@@ -183,7 +185,9 @@ def compare_rows(
     group): each gene's positive values of all compared cells are sorted once and shared
     by every group.
     """
-    lows = _require_finite([X], "X")
+    fused = method == "wilcoxon" and sp.issparse(X) and X.dtype in (np.float32, np.float64)
+    if not fused:  # the sparse Wilcoxon kernel checks its input in its own first read
+        _require_finite([X], "X")
     n_rows = X.shape[0]
     groups = [np.asarray(t, dtype=np.int64).ravel() for t in treated]
     control = np.asarray(control, dtype=np.int64).ravel()
@@ -210,8 +214,10 @@ def compare_rows(
             values=[*sizes, control.size],
             fix="pool more cells",
         )
-    if method == "wilcoxon" and _sparse_non_negative([X], lows):
-        return _grouped_wilcoxon(X, code, len(groups))
+    if fused:
+        frames = _grouped_wilcoxon(X, code, len(groups), field="X")
+        if frames is not None:
+            return frames
     return compare_many([X[t] for t in groups], X[control], method=method)
 
 
@@ -250,19 +256,25 @@ def _sparse_non_negative(blocks: Sequence[np.ndarray | sp.spmatrix], lows: list[
     return all(sp.issparse(b) for b in blocks) and all(low >= 0 for low in lows)
 
 
-def _compare_sparse(treated: Sequence[sp.spmatrix], control: sp.spmatrix) -> list[pd.DataFrame]:
+def _compare_sparse(
+    treated: Sequence[sp.spmatrix], control: sp.spmatrix
+) -> list[pd.DataFrame] | None:
     """Wilcoxon of each treated block against the controls, sparse non-negative input."""
     stacked = sp.vstack([*treated, control], format="csr")
     sizes = [t.shape[0] for t in treated]
     # treated blocks are groups 1..n, the controls (stacked last) group 0
     code = np.repeat(np.r_[1 : len(treated) + 1, 0].astype(np.int32), [*sizes, control.shape[0]])
-    return _grouped_wilcoxon(stacked, code, len(treated))
+    return _grouped_wilcoxon(stacked, code, len(treated), field="treated")
 
 
-def _grouped_wilcoxon(X: sp.csr_matrix, code: np.ndarray, n_groups: int) -> list[pd.DataFrame]:
+def _grouped_wilcoxon(
+    X: sp.csr_matrix, code: np.ndarray, n_groups: int, *, field: str
+) -> list[pd.DataFrame] | None:
     """Wilcoxon of groups ``1..n_groups`` of the rows of ``X`` against group ``0``
     (``code`` gives each row's group, ``-1`` = not compared); the kernel is
-    :func:`cellbridge.bird._wilcoxon.grouped_u`."""
+    :func:`cellbridge.bird._wilcoxon.grouped_u`. NaN or infinite values are refused
+    (``field`` names the input); ``None`` when a value is negative, where the kernel's
+    zero-based shortcut does not apply (the caller then takes the dense path)."""
     if X.format != "csr":
         X = X.tocsr()  # the same object otherwise: scipy caches its sorted-indices check
     if not X.has_sorted_indices:  # the gene blocks walk each row's indices in order
@@ -277,7 +289,15 @@ def _grouped_wilcoxon(X: sp.csr_matrix, code: np.ndarray, n_groups: int) -> list
             fix=f"compare at most {np.iinfo(np.int16).max - 1} groups per call",
         )
     code = np.asarray(code, dtype=np.int16)
-    u, sums = grouped_u(X, code, n_groups)
+    u, sums, n_bad, low = grouped_u(X, code, n_groups)
+    if n_bad:
+        raise InputError(
+            field,
+            f"{n_bad} NaN or infinite values",
+            fix="fix the matrix upstream; cellbridge does not impute",
+        )
+    if low < 0:
+        return None
     n = np.bincount(code[code > 0], minlength=n_groups + 1)[1:].astype(np.float64)[:, None]
     m = int((code == 0).sum())
     score = (u - n * m / 2.0) / np.sqrt(n * m * (n + m + 1) / 12.0)
