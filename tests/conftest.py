@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,16 @@ PROBE = """<script>window.addEventListener('load', function () {
   var drawn = images.filter(function (i) { return i.complete && i.naturalWidth > 0; });
   document.body.setAttribute('data-rendered', drawn.length + '/' + images.length);
 });</script></body>"""
+
+
+@pytest.fixture(autouse=True)
+def _close_figures() -> Iterator[None]:
+    """Figures stay open in pyplot until closed; more than 20 open would warn (an error
+    here), whichever test made them."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+
 
 CHROMIUM_MISSING = "headless Chromium is not installed (Debian: apt-get install chromium)"
 

@@ -19,6 +19,7 @@ from cellbridge._io import atomic_path, output_directory
 from cellbridge.bird.align import AlignConfig
 from cellbridge.bird.config import BirdConfig
 from cellbridge.cli.poppy import _build_options, _friendly, render_config_toml
+from cellbridge.cli.similarity import write_png
 from cellbridge.data.readers import read_h5ad
 from cellbridge.errors import InputError
 
@@ -269,8 +270,7 @@ def run_knn_eval(
         with atomic_path(directory / name) as tmp:
             frame.to_csv(tmp)
     for name, fig in figures.items():
-        with atomic_path(directory / name) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
+        write_png(fig, directory / name)
     means = result.table.groupby("embedding")["mae"].mean().sort_values()
     out.print("mean MAE: " + ", ".join(f"{n} {v:.4f}" for n, v in means.items()))
     out.print(f"wrote {directory}/: {', '.join(sorted([*tables, *figures]))}")
@@ -533,8 +533,7 @@ def run_evaluate(
         with atomic_path(directory / file) as tmp:
             frame.to_csv(tmp)
     for file, fig in figures.items():
-        with atomic_path(directory / file) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
+        write_png(fig, directory / file)
     shown = summary["auroc"].dropna().sort_values(ascending=False)
     out.print(
         "retrieval AUROC (held-out drugs): " + ", ".join(f"{n} {v:.3f}" for n, v in shown.items())

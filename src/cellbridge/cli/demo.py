@@ -17,7 +17,7 @@ from rich.table import Table
 
 from cellbridge._io import atomic_path, check_writable_dir
 from cellbridge._version import __version__
-from cellbridge.cli.similarity import out, summary_table, write_h5ad, write_json
+from cellbridge.cli.similarity import out, summary_table, write_h5ad, write_json, write_png
 from cellbridge.poppy.pbmc import PbmcAlignment
 from cellbridge.report import ReportSection, write_report
 
@@ -119,9 +119,7 @@ def _similarity_step(directory: Path, *, seed: int, n_jobs: int) -> dict[str, An
     write_h5ad(sim, directory / "similarity.h5ad")
     with atomic_path(directory / "truth_compositions.csv") as tmp:
         truth.to_csv(tmp)
-    fig = plot_similarity(sim, group_key="cohort")
-    with atomic_path(directory / "similarity.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    write_png(plot_similarity(sim, group_key="cohort"), directory / "similarity.png")
     out.print(summary_table(sim, "POPPY sample similarity (semi-synthetic patients)"))
     out.print(
         f"mean W1 within cohorts {within:.3f} vs across cohorts {across:.3f} "
@@ -178,8 +176,7 @@ def _alignment_step(directory: Path, *, seed: int) -> tuple[dict[str, Any], Pbmc
         ),
     }
     for name, fig in figures.items():
-        with atomic_path(directory / name) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
+        write_png(fig, directory / name)
     out.print(_metrics_table(metrics))
     history = run.model.history
     recall = metrics[is_recall]
@@ -253,8 +250,7 @@ def _phenotype_step(directory: Path, run: PbmcAlignment, *, seed: int) -> dict[s
         ),
     }
     for name, fig in figures.items():
-        with atomic_path(directory / name) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
+        write_png(fig, directory / name)
     out.print(_loco_table(res.loco))
     attention_top = list(res.by_cell_type.index[:3])
     label_top = list(res.enrichment_by_cell_type.index[:3])
@@ -343,8 +339,7 @@ def _bird_step(directory: Path, *, seed: int) -> dict[str, Any]:
         "separability.png": plot_separability(summary, data=data),
     }
     for name, fig in figures.items():
-        with atomic_path(directory / name) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
+        write_png(fig, directory / name)
     mae = mean_mae(res)
     out.print(
         "k-NN mean MAE (lower is better): " + ", ".join(f"{n} {v:.4f}" for n, v in mae.items())

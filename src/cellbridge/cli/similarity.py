@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import anndata
 import numpy as np
@@ -16,6 +16,9 @@ from cellbridge._checks import require_unique
 from cellbridge._io import atomic_path, check_writable_dir
 from cellbridge.data.readers import read_h5ad
 from cellbridge.errors import InputError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 out = Console()
 
@@ -41,6 +44,18 @@ def write_h5ad(adata: anndata.AnnData, path: Path) -> None:
     """Write atomically (temporary file, then rename)."""
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp)
+
+
+def write_png(figure: Figure, path: Path) -> None:
+    """Save a figure as PNG atomically, then close it (pyplot keeps figures open until
+    closed: a long session writing many would pile them up)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(figure)
 
 
 def write_json(payload: dict[str, Any], path: Path) -> None:
