@@ -16,11 +16,12 @@ file names chained from one step's output to the next step's input.
 from __future__ import annotations
 
 import contextlib
+import functools
 import shlex
 import textwrap
 import time
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,7 @@ CHAIN: dict[str, dict[str, Any]] = {
 err = Console(stderr=True)
 
 
+@functools.cache
 def _commands() -> dict[str, Any]:
     """Every step's click command, by step name."""
     from cellbridge.cli.main import app  # the app imports this module: import late
@@ -189,11 +191,11 @@ def read_run_config(path: Path) -> dict[str, dict[str, Any]]:
     tables: dict[str, dict[str, Any]] = {}
     settings = raw.pop("run", {})
     for group, body in raw.items():
-        if group in STEPS and not _nested(body):
-            tables[group] = body
-            continue
         if not isinstance(body, dict):
             raise InputError("CONFIG", "top-level keys must be tables", values=[group])
+        if group in STEPS:
+            tables[group] = body
+            continue
         for name, sub in body.items():
             tables[f"{group}.{name}"] = sub
     unknown = sorted(set(tables) - set(STEPS))
@@ -213,16 +215,6 @@ def read_run_config(path: Path) -> dict[str, dict[str, Any]]:
     return {step: tables[step] for step in order}
 
 
-def _nested(body: object) -> bool:
-    return isinstance(body, dict) and any(isinstance(v, dict) for v in body.values())
-
-
-@contextlib.contextmanager
-def _folder_of(path: Path) -> Iterator[None]:
-    with contextlib.chdir(path.resolve().parent):
-        yield
-
-
 def run_config(path: Path, *, dry_run: bool = False) -> list[tuple[str, float]]:
     """Run the steps of a run config; returns (step, seconds) per step.
 
@@ -233,7 +225,7 @@ def run_config(path: Path, *, dry_run: bool = False) -> list[tuple[str, float]]:
     steps = read_run_config(path)
     commands = _commands()
     lines = {step: command_line(step, table) for step, table in steps.items()}
-    with _folder_of(path):
+    with contextlib.chdir(path.resolve().parent):
         for step, words in lines.items():
             _check_parses(step, commands[step], words)
         if dry_run:
@@ -301,14 +293,8 @@ def render_run_config() -> str:
             elif param.required or param.default is None:
                 lines.append(f"# {name} = ...")
             else:
-                lines.append(f"{name} = {_toml_value(_default(param.default))}")
+                lines.append(f"{name} = {_toml_value(param.default)}")
     return "\n".join(lines) + "\n"
-
-
-def _default(value: object) -> object:
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def _plain(text: str) -> str:
