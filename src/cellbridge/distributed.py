@@ -1,0 +1,149 @@
+"""Running cellbridge's embarrassingly parallel work on a Dask cluster.
+
+cellbridge writes no cluster code of its own: work is handed to a
+:class:`dask.distributed.Client`, which may point at a local cluster, at one started by
+``dask-jobqueue`` on SLURM/PBS/LSF, or at ``dask-kubernetes``. Functions that accept
+``client=`` cut their work into independent chunks, send each chunk's inputs once, and
+assemble the chunks' results in a fixed order, so the result is exactly what the
+single-process path returns.
+
+``client`` may be
+
+- ``None`` — no Dask: run in this process (the default everywhere);
+- ``"local"`` — start a :class:`dask.distributed.LocalCluster` on loopback for the call
+  (``n_workers`` processes, one thread each) and shut it down afterwards;
+- a :class:`dask.distributed.Client` — used as it is and left open.
+
+Dask is an optional dependency: ``pip install "cellbridge[distributed]"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from cellbridge._progress import progress_bar
+from cellbridge.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from distributed import Client
+
+__all__ = ["DEFAULT_LOCAL_WORKERS", "dask_client", "map_chunks"]
+
+#: Workers of the local cluster that ``client="local"`` starts.
+DEFAULT_LOCAL_WORKERS = 2
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_INSTALL_HINT = 'install Dask: pip install "cellbridge[distributed]"'
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as err:  # pragma: no cover - exercised only without dask installed
+        raise InputError(
+            "client", "needs dask.distributed, which is not installed", fix=_INSTALL_HINT
+        ) from err
+    return distributed
+
+
+@contextmanager
+def dask_client(
+    client: Client | Literal["local"] | None, *, n_workers: int = DEFAULT_LOCAL_WORKERS
+) -> Iterator[Client | None]:
+    """Resolve a ``client=`` argument for the duration of one call.
+
+    Parameters
+    ----------
+    client
+        ``None`` (no Dask), ``"local"`` (a loopback :class:`~dask.distributed.LocalCluster`
+        started here and closed on exit) or an existing
+        :class:`~dask.distributed.Client` (left open).
+    n_workers
+        Worker processes of the local cluster (``client="local"`` only).
+
+    Yields
+    ------
+    distributed.Client or None
+    """
+    if client is None:
+        yield None
+        return
+    distributed = _import_distributed()
+    if isinstance(client, str):
+        if client != "local":
+            raise InputError(
+                "client",
+                f"must be None, 'local' or a dask.distributed.Client, got {client!r}",
+                fix="pass Client(address) to use a running cluster",
+            )
+        if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
+            raise InputError("n_workers", f"must be a positive integer, got {n_workers!r}")
+        with (
+            distributed.LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+            ) as cluster,
+            distributed.Client(cluster) as local,
+        ):
+            yield local
+        return
+    if not isinstance(client, distributed.Client):
+        raise InputError(
+            "client",
+            f"must be None, 'local' or a dask.distributed.Client, got {type(client).__name__}",
+        )
+    yield client
+
+
+def map_chunks(
+    client: Client,
+    fn: Callable[..., R],
+    chunks: Sequence[T],
+    *,
+    shared: Sequence[Any] = (),
+    weights: Sequence[int] | None = None,
+    progress: bool = False,
+    description: str = "chunks",
+) -> list[R]:
+    """``[fn(chunk, *shared) for chunk in chunks]`` on the cluster, in ``chunks``' order.
+
+    ``shared`` inputs are scattered to the workers once (broadcast) instead of being
+    pickled into every task. Results are collected as they finish, for the progress bar,
+    and returned in the order of ``chunks``; a failing chunk re-raises its exception here.
+
+    Parameters
+    ----------
+    client
+        A connected :class:`~dask.distributed.Client`.
+    fn
+        A picklable function (module level).
+    chunks
+        One argument per task.
+    shared
+        Further arguments, the same for every task.
+    weights
+        Units of work per chunk, for the progress bar (default 1 each).
+    progress
+        Show a progress bar.
+    description
+        The bar's label.
+    """
+    distributed = _import_distributed()
+    weights = list(weights) if weights is not None else [1] * len(chunks)
+    shared_futures = [client.scatter(value, broadcast=True) for value in shared]
+    futures = [client.submit(fn, chunk, *shared_futures, pure=False) for chunk in chunks]
+    position = {future.key: i for i, future in enumerate(futures)}
+    results: list[Any] = [None] * len(futures)
+    with progress_bar(description, total=sum(weights), enabled=progress) as advance:
+        for future in distributed.as_completed(futures):
+            i = position[future.key]
+            results[i] = future.result()
+            advance(weights[i])
+    return results
