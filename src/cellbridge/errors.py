@@ -45,6 +45,17 @@ class InputError(CellbridgeError, ValueError):
             message += f". Fix: {fix}"
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # the default rebuilds from ``args`` (the message alone), which this __init__
+        # refuses: an error raised on a Dask worker must unpickle in the caller
+        return _rebuild_input_error, (type(self), self.field, self.problem, self.values, self.fix)
+
+
+def _rebuild_input_error(
+    cls: type[InputError], field: str, problem: str, values: list[object], fix: str | None
+) -> InputError:
+    return cls(field, problem, values=values or None, fix=fix)
+
 
 def format_values(values: Iterable[object], limit: int = 5) -> str:
     """Show the first ``limit`` values and how many more there are."""

@@ -91,7 +91,7 @@ def grouped_u(
     n_bad, low = 0, np.inf
     for lo in range(0, n_genes, block):
         hi = min(lo + block, n_genes)
-        ptr, buffer_keys, buffer_code, sums[:, lo:hi], bad_block, low_block = _gather_block(
+        ptr, buffer_keys, buffer_code, bad_block, low_block = _gather_block(
             X.indptr,
             X.indices,
             keys,
@@ -106,6 +106,7 @@ def grouped_u(
             buffer_code,
         )
         n_bad, low = n_bad + int(bad_block), min(low, float(low_block))
+        sums[:, lo:hi] = _group_sums(ptr, buffer_keys.view(data.dtype), buffer_code, n_groups)
         u[:, lo:hi] = _lookup_u(
             ptr, buffer_keys, buffer_code, n_groups, sizes, m, BUCKETS_PER_VALUE
         )
@@ -156,24 +157,21 @@ def _gather_block(
     n_chunks: int,
     out_keys: np.ndarray,
     out_code: np.ndarray,
-) -> tuple[
-    np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, float
-]:  # pragma: no cover - compiled
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, float]:  # pragma: no cover - compiled
     """Positive entries of genes ``lo..hi-1`` of the rows with ``code >= 0``, grouped by
     gene (a CSR -> CSC transpose of one block of genes that keeps only the value bits and
-    the row's group), per-group column sums, and, over every row, the number of NaN or
-    infinite entries and the smallest finite one (input checks in the same read).
+    the row's group), and, over every row, the number of NaN or infinite entries and the
+    smallest finite one (input checks in the same read).
 
     Row ``r``'s entries of the block start at ``cursor[r]`` (CSR indices sorted), which
     is advanced past them, so the blocks read every entry once in all. Row ranges are
-    read in ``n_chunks`` parallel parts. ``out_keys`` / ``out_code`` are reused when
-    large enough.
+    read in ``n_chunks`` parallel parts; each gene's entries are stored in row order
+    whatever ``n_chunks`` is. ``out_keys`` / ``out_code`` are reused when large enough.
     """
     n_rows = indptr.shape[0] - 1
     genes = hi - lo
     edges = np.linspace(0, n_rows, n_chunks + 1).astype(np.int64)
     counts = np.zeros((n_chunks, genes), np.int64)
-    sums = np.zeros((n_chunks, n_groups + 1, genes))
     bad = np.zeros(n_chunks, np.int64)
     low = np.full(n_chunks, np.inf)
     for t in prange(n_chunks):
@@ -188,7 +186,6 @@ def _gather_block(
                     low[t] = x
                 if g >= 0 and x != 0:  # stored zeros (and -0.0) are zeros
                     counts[t, indices[p] - lo] += 1
-                    sums[t, g, indices[p] - lo] += x
                 p += 1
     ptr = np.zeros(genes + 1, np.int64)
     offset = np.empty((n_chunks, genes), np.int64)
@@ -215,7 +212,23 @@ def _gather_block(
                     fill[j] += 1
                 p += 1
             cursor[r] = p
-    return ptr, out_keys, out_code, sums.sum(axis=0), bad.sum(), low.min()
+    return ptr, out_keys, out_code, bad.sum(), low.min()
+
+
+@njit(cache=True, parallel=True)
+def _group_sums(
+    ptr: np.ndarray, values: np.ndarray, code: np.ndarray, n_groups: int
+) -> np.ndarray:  # pragma: no cover - compiled
+    """Per-group column sums of one gathered block, each gene's entries added in row
+    order: the same bits however many threads gathered them and whatever other rows the
+    matrix holds, so a comparison gives the same means on one core, on many, on a Dask
+    worker, or from one plate's rows instead of the whole screen's."""
+    genes = ptr.shape[0] - 1
+    sums = np.zeros((n_groups + 1, genes))
+    for j in prange(genes):
+        for i in range(ptr[j], ptr[j + 1]):
+            sums[code[i], j] += values[i]
+    return sums
 
 
 @njit(cache=True, parallel=True)
