@@ -233,6 +233,61 @@ def _solve(  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
+def work_arrays(tree0, n):  # type: ignore[no-untyped-def]
+    """The per-thread state of :func:`solve_from_start` for a graph of ``n`` nodes."""
+    m = tree0.shape[0]
+    chords0 = np.flatnonzero(~tree0)
+    return (
+        chords0,
+        tree0.copy(),
+        chords0.copy(),
+        np.full(m, -1, dtype=np.int64),
+        np.empty(chords0.shape[0], dtype=np.int64),
+        np.empty(chords0.shape[0], dtype=np.int64),
+        np.empty(n, dtype=np.int64),
+        np.empty(n, dtype=np.int64),
+        np.empty(n, dtype=np.int64),
+        np.empty(n, dtype=np.bool_),
+        np.empty(n, dtype=np.float64),
+        np.empty(n, dtype=np.float64),
+        np.empty(n, dtype=np.int64),
+    )
+
+
+@njit(cache=True, nogil=True)
+def solve_from_start(  # type: ignore[no-untyped-def]
+    r, w, adj_ptr, adj_nbr, adj_edge, tree0, order0, parent0, pedge0, depth0, eu, ev,
+    chords0, in_tree, chords, chord_pos, ch_a, ch_b, parent, pedge, depth, up, uflow, psi,
+    stack, tol_flow, tol_price, max_pivots,
+):  # fmt: skip
+    """Solve supplies ``r`` from the starting tree ``tree0``; returns (cost, status, pivots).
+
+    The work arrays (``in_tree`` ... ``stack``) are reset here, so one set serves many
+    problems. On return ``psi`` holds an optimal dual potential: 1-Lipschitz on the graph
+    (up to ``tol_price``) with ``|<psi, r>|`` equal to the cost.
+    """
+    n = r.shape[0]
+    m = w.shape[0]
+    # Cold start from the same tree for every pair (see the module docstring).
+    for e in range(m):
+        in_tree[e] = tree0[e]
+        chord_pos[e] = -1
+    for k in range(chords0.shape[0]):
+        chords[k] = chords0[k]
+        chord_pos[chords0[k]] = k
+        ch_a[k] = eu[chords0[k]]
+        ch_b[k] = ev[chords0[k]]
+    for v in range(n):
+        parent[v] = parent0[v]
+        pedge[v] = pedge0[v]
+        depth[v] = depth0[v]
+    return _solve(
+        r, w, adj_ptr, adj_nbr, adj_edge, in_tree, chords, chord_pos, ch_a, ch_b,
+        order0, parent, pedge, depth, up, uflow, psi, stack, tol_flow, tol_price, max_pivots,
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
 def solve_rows(  # type: ignore[no-untyped-def]
     X, Y, rows, symmetric, w, adj_ptr, adj_nbr, adj_edge, tree0, order0, parent0,
     pedge0, depth0, eu, ev, tol_flow, tol_price, max_pivots, out, status,
@@ -244,20 +299,9 @@ def solve_rows(  # type: ignore[no-untyped-def]
     ``status[i, j]`` is non-zero where the pivot limit was hit. Returns the pivot count.
     """
     n = X.shape[1]
-    m = w.shape[0]
-    chords0 = np.flatnonzero(~tree0)
-    in_tree = tree0.copy()
-    chords = chords0.copy()
-    chord_pos = np.full(m, -1, dtype=np.int64)
-    ch_a = np.empty(chords0.shape[0], dtype=np.int64)
-    ch_b = np.empty(chords0.shape[0], dtype=np.int64)
-    parent = np.empty(n, dtype=np.int64)
-    pedge = np.empty(n, dtype=np.int64)
-    depth = np.empty(n, dtype=np.int64)
-    up = np.empty(n, dtype=np.bool_)
-    uflow = np.empty(n, dtype=np.float64)
-    psi = np.empty(n, dtype=np.float64)
-    stack = np.empty(n, dtype=np.int64)
+    chords0, in_tree, chords, chord_pos, ch_a, ch_b, parent, pedge, depth, up, uflow, psi, stack = (
+        work_arrays(tree0, n)
+    )
     r = np.empty(n, dtype=np.float64)
     total = 0
     for i in rows:
@@ -265,23 +309,10 @@ def solve_rows(  # type: ignore[no-untyped-def]
         for j in range(start, Y.shape[0]):
             for v in range(n):
                 r[v] = X[i, v] - Y[j, v]
-            # Cold start from the same tree for every pair (see the module docstring).
-            for e in range(m):
-                in_tree[e] = tree0[e]
-                chord_pos[e] = -1
-            for k in range(chords0.shape[0]):
-                chords[k] = chords0[k]
-                chord_pos[chords0[k]] = k
-                ch_a[k] = eu[chords0[k]]
-                ch_b[k] = ev[chords0[k]]
-            for v in range(n):
-                parent[v] = parent0[v]
-                pedge[v] = pedge0[v]
-                depth[v] = depth0[v]
-            cost, st, piv = _solve(
-                r, w, adj_ptr, adj_nbr, adj_edge, in_tree, chords, chord_pos, ch_a, ch_b,
-                order0, parent, pedge, depth, up, uflow, psi, stack, tol_flow, tol_price,
-                max_pivots,
+            cost, st, piv = solve_from_start(
+                r, w, adj_ptr, adj_nbr, adj_edge, tree0, order0, parent0, pedge0, depth0,
+                eu, ev, chords0, in_tree, chords, chord_pos, ch_a, ch_b, parent, pedge, depth,
+                up, uflow, psi, stack, tol_flow, tol_price, max_pivots,
             )  # fmt: skip
             out[i, j] = cost
             status[i, j] = st
