@@ -27,6 +27,7 @@ from cellbridge.bird.knn import (
     nearest_training_drugs,
     win_rates,
 )
+from cellbridge.bird.plate_signatures import signatures_from_plates
 from cellbridge.bird.retrieval import (
     RetrievalResult,
     compare_drug_spaces,
@@ -84,6 +85,7 @@ __all__ = [
     "retrieval_roc",
     "retrieval_scores",
     "save_embedding",
+    "signatures_from_plates",
     "spectral_embedding",
     "top_improved_genes",
     "win_rates",

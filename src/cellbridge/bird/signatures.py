@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,9 @@ from scipy import stats
 from cellbridge._progress import progress_bar
 from cellbridge.bird._wilcoxon import grouped_u, value_summary
 from cellbridge.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from distributed import Client
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -383,6 +386,7 @@ def differential_response(
     top_k: int = DEFAULT_TOP_K,
     layer: str | None = None,
     by: Literal["line", "plate"] = "line",
+    client: Client | Literal["local"] | None = None,
     progress: bool = False,
 ) -> Signatures:
     """DE signatures of every drug in every reference line (Algorithm 1, lines 1–5).
@@ -420,11 +424,30 @@ def differential_response(
         ``"plate"`` — one plate's cells of the reference lines, read from a backed
         (``backed="r"``) AnnData plate by plate, so memory is bounded by one plate. Needs
         every (line, drug) on a single plate, as in Tahoe-100M; refused otherwise.
+        Per-plate *files* are read by :func:`signatures_from_plates`.
+    client
+        Run the blocks (lines, or plates with ``by="plate"``) on a Dask cluster: a
+        :class:`dask.distributed.Client` (left open), ``"local"`` (a two-worker
+        :class:`~dask.distributed.LocalCluster` on loopback, started and closed for this
+        call) or ``None`` (this process; default). Each block is sent only its rows (of a
+        backed AnnData, only the file name and row numbers: the worker reads them); each
+        worker returns its signatures, which are merged here. The result is identical to
+        ``client=None`` (every comparison's sums are added in row order, whatever the
+        worker's threads). See ``docs/cluster.md``.
     progress
         Show a progress bar over (line, drug) comparisons.
-    """
-    from cellbridge.encoders import log_normalised
 
+    Returns
+    -------
+    Signatures
+        The signatures, their genes' statistics and the significant-gene counts.
+
+    Raises
+    ------
+    InputError
+        Missing or non-boolean ``obs`` columns, unknown reference lines, bad ``alpha``,
+        ``top_k``, ``by`` or ``client``, a drug with fewer than 2 same-plate controls.
+    """
     obs = _check_obs(adata, drug_key, control_key, plate_key, cell_line_key)
     if not reference_lines:
         raise InputError("reference_lines", "is empty", fix="name at least one cell line")
@@ -436,77 +459,235 @@ def differential_response(
             values=missing,
             fix=f"use lines of obs[{cell_line_key!r}]",
         )
-    if not (0 < alpha <= 1):
-        raise InputError("alpha", "must be in (0, 1]", values=[alpha])
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise InputError("top_k", "must be a positive integer", values=[top_k])
+    params = _Params.checked(
+        reference_lines=reference_lines,
+        keys=(drug_key, control_key, plate_key, cell_line_key),
+        method=method,
+        alpha=alpha,
+        top_k=top_k,
+        layer=layer,
+    )
+    _check_client(client)
     genes_index = adata.var_names.astype(str)
-    signatures: dict[tuple[str, str], list[str]] = {}
-    rows: list[pd.DataFrame] = []
+    masks = list(_blocks(obs, reference_lines, by, drug_key, control_key, plate_key, cell_line_key))
+    total = sum(1 for _ in _comparisons(obs, reference_lines, drug_key, control_key, cell_line_key))
+    if client is None:
+        parts = []
+        with progress_bar("DE signatures", total=total, enabled=progress) as advance:
+            for mask in masks:
+                block = adata[mask]
+                block = block.to_memory() if block.isbacked else block
+                parts.append(_block_signatures(block, obs[mask], genes_index, params, advance))
+                del block
+        return _assemble(parts, params, stacklevel=3)
+    from cellbridge.distributed import dask_client, map_chunks
+
+    units = [_unit(adata, mask, obs[mask], layer) for mask in masks]
+    weights = [
+        sum(1 for _ in _comparisons(obs[m], reference_lines, drug_key, control_key, cell_line_key))
+        for m in masks
+    ]
+    with dask_client(client) as dask:
+        assert dask is not None  # client is not None here
+        parts = map_chunks(
+            dask,
+            _unit_signatures,
+            # fresh keys (hash=False): a repeated call must not re-scatter keys that the
+            # previous call is still releasing
+            dask.scatter(units, hash=False),
+            shared=[genes_index, params],
+            weights=weights,
+            progress=progress,
+            description="DE signatures",
+        )
+    return _assemble(parts, params, stacklevel=3)
+
+
+@dataclass(frozen=True)
+class _Params:
+    """The options of one run of signatures, as sent to every block (and worker)."""
+
+    reference_lines: tuple[str, ...]
+    keys: tuple[str, str, str, str]  # drug, control, plate, cell line
+    method: Method
+    alpha: float
+    top_k: int
+    layer: str | None
+
+    @classmethod
+    def checked(
+        cls,
+        *,
+        reference_lines: Sequence[str],
+        keys: tuple[str, str, str, str],
+        method: str,
+        alpha: float,
+        top_k: int,
+        layer: str | None,
+    ) -> _Params:
+        if method not in ("wilcoxon", "t-test"):
+            raise InputError("method", "must be 'wilcoxon' or 't-test'", values=[method])
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha <= 1:
+            raise InputError("alpha", "must be in (0, 1]", values=[alpha])
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise InputError("top_k", "must be a positive integer", values=[top_k])
+        return cls(tuple(reference_lines), keys, method, float(alpha), top_k, layer)  # type: ignore[arg-type]
+
+    def as_dict(self) -> dict[str, object]:
+        """The ``params`` of :class:`Signatures`."""
+        return {
+            "method": self.method,
+            "alpha": self.alpha,
+            "top_k": self.top_k,
+            "reference_lines": list(self.reference_lines),
+            "keys": list(self.keys),
+        }
+
+
+@dataclass
+class _Part:
+    """The signatures of one block of cells (a line, or a plate's reference lines)."""
+
+    genes: dict[tuple[str, str], list[str]]
+    tables: list[pd.DataFrame]
+    counts: dict[tuple[str, str], int]
+
+
+def _block_signatures(
+    block: AnnData,
+    block_obs: pd.DataFrame,
+    genes_index: pd.Index,
+    params: _Params,
+    advance: Callable[[int], None] | None = None,
+) -> _Part:
+    """Signatures of the (reference line, drug) pairs of one block of cells held in memory.
+
+    The one code path of every caller (in memory, per plate file, on a Dask worker):
+    per reference line of the block, the line's rows are log-normalised, drugs sharing
+    their controls are tested together (:func:`compare_rows`), then BH-filtered at
+    ``alpha`` and cut to the ``top_k`` genes by ``|logFC|`` (Algorithm 1, lines 2–4).
+    ``block_obs`` holds the four key columns as strings (:func:`_check_obs`).
+    """
+    from cellbridge.encoders import log_normalised
+
+    drug_key, control_key, plate_key, cell_line_key = params.keys
+    part = _Part({}, [], {})
+    lines_of = block_obs[cell_line_key].to_numpy()
+    for line in [c for c in params.reference_lines if (lines_of == c).any()]:
+        in_line = lines_of == line
+        # one line normalised at a time: the float64 copies are one line's, not the block's
+        normalised = log_normalised(block[in_line], layer=params.layer)
+        # sparse stays sparse: compare_many never densifies the Wilcoxon path
+        X = sp.csr_matrix(normalised) if sp.issparse(normalised) else np.asarray(normalised)
+        del normalised
+        line_obs = block_obs[in_line]
+        shared: dict[bytes, tuple[np.ndarray, list[tuple[str, np.ndarray]]]] = {}
+        for drug, treated, control in _line_jobs(line_obs, drug_key, control_key, plate_key):
+            shared.setdefault(control.tobytes(), (control, []))[1].append((drug, treated))
+        results: list[tuple[str, pd.DataFrame]] = []
+        for control, groups in shared.values():
+            found = compare_rows(X, [t for _, t in groups], control, method=params.method)
+            results += [(d, st) for (d, _), st in zip(groups, found, strict=True)]
+        del X
+        for drug, stat in sorted(results, key=lambda item: item[0]):
+            stat.index = genes_index
+            significant = stat[stat["qval"] <= params.alpha]
+            part.counts[(line, drug)] = len(significant)
+            order = significant["logfc"].abs().sort_values(ascending=False, kind="stable")
+            chosen = list(order.index[: params.top_k])
+            part.genes[(line, drug)] = chosen
+            top = stat.loc[chosen].reset_index(names="gene")
+            top.insert(0, "drug", drug)
+            top.insert(0, "cell_line", line)
+            top["rank"] = np.arange(1, len(top) + 1)
+            part.tables.append(top)
+            if advance is not None:
+                advance(1)
+    return part
+
+
+def _assemble(parts: Sequence[_Part], params: _Params, *, stacklevel: int) -> Signatures:
+    """Merge the blocks' signatures into one :class:`Signatures`, the same whatever the
+    blocks and their order; warns (once, at ``stacklevel``) about empty signatures."""
+    genes: dict[tuple[str, str], list[str]] = {}
     counts: dict[tuple[str, str], int] = {}
-    jobs = list(_comparisons(obs, reference_lines, drug_key, control_key, cell_line_key))
-    with progress_bar("DE signatures", total=len(jobs), enabled=progress) as advance:
-        for mask in _blocks(
-            obs, reference_lines, by, drug_key, control_key, plate_key, cell_line_key
-        ):
-            block = adata[mask]
-            block = block.to_memory() if block.isbacked else block
-            normalised = log_normalised(block, layer=layer)
-            # sparse stays sparse: compare_many never densifies the Wilcoxon path
-            X_block = (
-                sp.csr_matrix(normalised) if sp.issparse(normalised) else np.asarray(normalised)
-            )
-            block_obs = obs[mask]
-            for line in [c for c in reference_lines if (block_obs[cell_line_key] == c).any()]:
-                in_line = (block_obs[cell_line_key] == line).to_numpy()
-                X, line_obs = X_block[in_line], block_obs[in_line]
-                shared: dict[bytes, tuple[np.ndarray, list[tuple[str, np.ndarray]]]] = {}
-                for drug, treated, control in _line_jobs(
-                    line_obs, drug_key, control_key, plate_key
-                ):
-                    shared.setdefault(control.tobytes(), (control, []))[1].append((drug, treated))
-                results: list[tuple[str, pd.DataFrame]] = []
-                for control, groups in shared.values():
-                    found = compare_rows(X, [t for _, t in groups], control, method=method)
-                    results += [(d, st) for (d, _), st in zip(groups, found, strict=True)]
-                for drug, stat in sorted(results, key=lambda item: item[0]):
-                    stat.index = genes_index
-                    significant = stat[stat["qval"] <= alpha]
-                    counts[(line, drug)] = len(significant)
-                    order = significant["logfc"].abs().sort_values(ascending=False, kind="stable")
-                    chosen = list(order.index[:top_k])
-                    signatures[(line, drug)] = chosen
-                    top = stat.loc[chosen].reset_index(names="gene")
-                    top.insert(0, "drug", drug)
-                    top.insert(0, "cell_line", line)
-                    top["rank"] = np.arange(1, len(top) + 1)
-                    rows.append(top)
-                    advance(1)
-    signatures = dict(sorted(signatures.items()))
-    empty = sorted(f"{c}/{d}" for (c, d), g in signatures.items() if not g)
+    tables: list[pd.DataFrame] = []
+    for part in parts:
+        genes.update(part.genes)
+        counts.update(part.counts)
+        tables += part.tables
+    genes = dict(sorted(genes.items()))
+    empty = sorted(f"{c}/{d}" for (c, d), g in genes.items() if not g)
     if empty:
         warnings.warn(
-            f"{len(empty)} (line, drug) pairs have no gene with q <= {alpha}: their "
+            f"{len(empty)} (line, drug) pairs have no gene with q <= {params.alpha}: their "
             f"signatures are empty and their Jaccard similarities 0: {', '.join(empty[:20])}",
             UserWarning,
-            stacklevel=2,
+            stacklevel=stacklevel,
         )
-    n_sig = pd.Series(counts).unstack(fill_value=0) if counts else pd.DataFrame()
+    n_sig = pd.Series(dict(sorted(counts.items()))).unstack(fill_value=0) if counts else None
     table = (
-        pd.concat(rows, ignore_index=True)
+        pd.concat(tables, ignore_index=True)
         .sort_values(["cell_line", "drug", "rank"], kind="stable")
         .reset_index(drop=True)
-        if rows
+        if tables
         else pd.DataFrame()
     )
-    params: dict[str, object] = {
-        "method": method,
-        "alpha": alpha,
-        "top_k": top_k,
-        "reference_lines": list(reference_lines),
-        "keys": [drug_key, control_key, plate_key, cell_line_key],
-    }
-    return Signatures(signatures, table, n_sig, params)
+    return Signatures(
+        genes, table, n_sig if n_sig is not None else pd.DataFrame(), params.as_dict()
+    )
+
+
+def _check_client(client: object) -> None:
+    """Refuse a bad ``client`` before any work is read or sent."""
+    if client is None:
+        return
+    from cellbridge.distributed import _import_distributed
+
+    if isinstance(client, str):
+        if client == "local":
+            _import_distributed()  # refused here when Dask is not installed
+            return
+    elif isinstance(client, _import_distributed().Client):
+        return
+    raise InputError(
+        "client",
+        f"must be None, 'local' or a dask.distributed.Client, got {client!r}",
+        fix="wrap a cluster or an address in distributed.Client(...) (see docs/cluster.md)",
+    )
+
+
+def _unit(
+    adata: AnnData, mask: np.ndarray, block_obs: pd.DataFrame, layer: str | None
+) -> tuple[object, ...]:
+    """What a Dask worker needs for one block: of a backed file, its name and the block's
+    row numbers (the worker reads them); otherwise the block's rows themselves."""
+    log1p = "log1p" in adata.uns
+    if adata.isbacked and not adata.is_view and adata.filename is not None:
+        return ("file", str(adata.filename), np.flatnonzero(mask), block_obs, layer, log1p)
+    view = adata[mask]
+    matrix = view.X if layer is None else view.layers[layer]
+    if hasattr(matrix, "to_memory"):  # a backed view: read the rows here
+        matrix = matrix.to_memory()
+    block = AnnData(
+        X=matrix if layer is None else None,
+        layers=None if layer is None else {layer: matrix},
+        obs=pd.DataFrame(index=block_obs.index),
+        var=pd.DataFrame(index=adata.var_names),
+        uns={"log1p": {}} if log1p else None,
+    )
+    return ("memory", block, block_obs)
+
+
+def _unit_signatures(unit: tuple[Any, ...], genes_index: pd.Index, params: _Params) -> _Part:
+    """:func:`_block_signatures` of one unit made by :func:`_unit`, on a worker."""
+    if unit[0] == "memory":
+        return _block_signatures(unit[1], unit[2], genes_index, params)
+    from cellbridge.bird._plate_io import in_memory_rows
+
+    _, path, rows, block_obs, layer, log1p = unit
+    block = in_memory_rows(path, rows, layer=layer, obs=block_obs, log1p=log1p)
+    return _block_signatures(block, block_obs, genes_index, params)
 
 
 def _check_obs(

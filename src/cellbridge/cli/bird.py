@@ -8,8 +8,10 @@ table or JSON) and the options given on the command line.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pandas as pd
 import typer
@@ -42,9 +44,22 @@ out = Console()
 SIGNATURE_COLUMNS = ["cell_line", "drug", "gene", "rank", "logfc", "score", "pval", "qval"]
 
 
-def run_signatures(cells: Path, output: Path, config: BirdConfig, *, progress: bool) -> None:
-    """DE signatures of every (reference line, drug), written as one parquet table."""
-    from cellbridge.bird import differential_response
+def run_signatures(
+    cells: Sequence[Path],
+    output: Path,
+    config: BirdConfig,
+    *,
+    progress: bool,
+    dask_scheduler: str | None = None,
+    dask_local_workers: int | None = None,
+) -> None:
+    """DE signatures of every (reference line, drug), written as one parquet table.
+
+    One ``cells`` file is read whole (or plate by plate when ``config.by == "plate"``);
+    several files, or one folder of ``*.h5ad`` files, are per-plate files streamed by
+    :func:`cellbridge.bird.signatures_from_plates`.
+    """
+    from cellbridge.bird import differential_response, signatures_from_plates
 
     if not config.reference_lines:
         raise InputError(
@@ -52,25 +67,37 @@ def run_signatures(cells: Path, output: Path, config: BirdConfig, *, progress: b
         )
     if output.suffix != ".parquet":
         raise InputError("--output", "must end in .parquet", values=[str(output)])
-    backed = config.by == "plate"  # plate by plate: X stays on disk between plates
-    adata = read_h5ad(cells, field="cells", backed=backed)
-    try:
-        sig = differential_response(
-            adata,
-            reference_lines=list(config.reference_lines),
-            drug_key=config.drug_key,
-            control_key=config.control_key,
-            plate_key=config.plate_key,
-            cell_line_key=config.cell_line_key,
-            method=config.method,  # type: ignore[arg-type]
-            alpha=config.alpha,
-            top_k=config.top_k,
-            by=config.by,  # type: ignore[arg-type]
-            progress=progress,
-        )
-    finally:
-        if backed and adata.file is not None:
-            adata.file.close()
+    if not cells:
+        raise InputError("CELLS", "is required", fix="give an .h5ad file, several, or a folder")
+    options = {
+        "reference_lines": list(config.reference_lines),
+        "drug_key": config.drug_key,
+        "control_key": config.control_key,
+        "plate_key": config.plate_key,
+        "cell_line_key": config.cell_line_key,
+        "method": config.method,
+        "alpha": config.alpha,
+        "top_k": config.top_k,
+        "progress": progress,
+    }
+    per_plate = len(cells) > 1 or cells[0].is_dir()
+    with dask_from_options(dask_scheduler, dask_local_workers) as client:
+        if per_plate:
+            plates = cells[0] if len(cells) == 1 else list(cells)
+            sig = signatures_from_plates(plates, client=client, **options)  # type: ignore[arg-type]
+        else:
+            backed = config.by == "plate"  # plate by plate: X stays on disk between plates
+            adata = read_h5ad(cells[0], field="cells", backed=backed)
+            try:
+                sig = differential_response(
+                    adata,
+                    by=config.by,  # type: ignore[arg-type]
+                    client=client,
+                    **options,  # type: ignore[arg-type]
+                )
+            finally:
+                if backed and adata.file is not None:
+                    adata.file.close()
     table = (
         sig.table[SIGNATURE_COLUMNS] if len(sig.table) else pd.DataFrame(columns=SIGNATURE_COLUMNS)
     )
@@ -85,6 +112,45 @@ def run_signatures(cells: Path, output: Path, config: BirdConfig, *, progress: b
         f"{len(sig.genes)} (line, drug) signatures, median size "
         f"{int(pd.Series([len(g) for g in sig.genes.values()]).median())} genes -> {output}"
     )
+
+
+@contextmanager
+def dask_from_options(scheduler: str | None, local_workers: int | None) -> Iterator[Any]:
+    """The Dask client of ``--dask-scheduler ADDRESS`` (a running scheduler, connected for
+    the command and disconnected after) or ``--dask-local-workers N`` (a loopback
+    LocalCluster of N workers, started and closed for the command); ``None`` without
+    either."""
+    if scheduler is not None and local_workers is not None:
+        raise InputError(
+            "--dask-scheduler / --dask-local-workers",
+            "give one of them, not both",
+            values=[scheduler, local_workers],
+        )
+    if scheduler is None and local_workers is None:
+        yield None
+        return
+    from cellbridge.distributed import _import_distributed, dask_client
+
+    if local_workers is not None:
+        if local_workers < 1:
+            raise InputError("--dask-local-workers", "must be at least 1", values=[local_workers])
+        with dask_client("local", n_workers=local_workers) as client:
+            yield client
+        return
+    distributed = _import_distributed()
+    try:
+        client = distributed.Client(scheduler, timeout="30s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise InputError(
+            "--dask-scheduler",
+            f"cannot connect ({exc})",
+            values=[scheduler],
+            fix="give the scheduler's address, e.g. tcp://10.0.0.5:8786",
+        ) from None
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def run_embed(signatures: Path, output: Path, config: BirdConfig) -> None:
@@ -131,7 +197,12 @@ def _config(config: Path | None, **given: object) -> BirdConfig:
 @_friendly
 def signatures(
     cells: Annotated[
-        Path | None, typer.Argument(help="Cells .h5ad (counts or log-normalised).")
+        list[Path] | None,
+        typer.Argument(
+            help="Cells .h5ad (counts or log-normalised); several files, or a folder of "
+            "them, are per-plate files read one plate at a time (every (line, drug) on one "
+            "plate, as in Tahoe-100M)."
+        ),
     ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Signature table .parquet.")
@@ -143,7 +214,22 @@ def signatures(
     alpha: Annotated[float | None, typer.Option(help="q-value cut-off.")] = None,
     top_k: Annotated[int | None, typer.Option(help="Signature size.")] = None,
     by: Annotated[
-        str | None, typer.Option(help="line, or plate: read one plate at a time (backed).")
+        str | None,
+        typer.Option(help="line, or plate: read one plate at a time (backed; one CELLS file)."),
+    ] = None,
+    dask_scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--dask-scheduler",
+            help="Run on the Dask cluster of this scheduler address (tcp://HOST:8786).",
+        ),
+    ] = None,
+    dask_local_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--dask-local-workers",
+            help="Run on a loopback Dask LocalCluster of this many worker processes.",
+        ),
     ] = None,
     config: ConfigOption = None,
     write_config: Annotated[
@@ -155,12 +241,19 @@ def signatures(
     if write_config:
         print(render_config_toml(BirdConfig()), end="")
         raise typer.Exit()
-    if cells is None or output is None:
+    if not cells or output is None:
         raise InputError("CELLS / --output", "both are required", fix="see --help")
     cfg = _config(
         config, reference_lines=reference_lines, method=method, alpha=alpha, top_k=top_k, by=by
     )
-    run_signatures(cells, output, cfg, progress=progress)
+    run_signatures(
+        cells,
+        output,
+        cfg,
+        progress=progress,
+        dask_scheduler=dask_scheduler,
+        dask_local_workers=dask_local_workers,
+    )
 
 
 @bird_app.command()
