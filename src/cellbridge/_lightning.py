@@ -6,6 +6,15 @@ generator is re-seeded before every step from ``(seed, epoch, batch)`` by the ta
 checkpoint written at the end of an epoch holds the weights, the optimiser state, the
 early-stopping state and the best weights so far; resuming from it replays the remaining
 epochs exactly as the uninterrupted run would.
+
+Data parallelism (Lightning's ``ddp`` strategy, processes started by ``torchrun``, SLURM's
+``srun`` or Lightning itself): the seeded samplers yield the same *global* batch in every
+process; each process loads and encodes its share of the items (:class:`Shard`: items
+``rank, rank + world, ...``), the embeddings are gathered with their gradients
+(:func:`gather_batch`) and every process computes the batch-coupled loss (contrastive,
+Sinkhorn) on the whole global batch, as one process would. DDP's gradient average is then
+the full-batch gradient, and every process ends with the same weights as a single-process
+run, up to floating-point reassociation.
 """
 
 from __future__ import annotations
@@ -23,10 +32,23 @@ from typing import Any, Protocol
 import lightning.pytorch as pl
 import numpy as np
 import torch
+import torch.distributed
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from torch.utils.data import DataLoader
 
-__all__ = ["TrainerOptions", "TrainingHistory", "fit_task", "quiet_lightning", "step_seed"]
+from cellbridge.errors import InputError
+
+__all__ = [
+    "Shard",
+    "TrainerOptions",
+    "TrainingHistory",
+    "fit_task",
+    "gather_batch",
+    "is_main_process",
+    "quiet_lightning",
+    "step_seed",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +66,8 @@ class TrainerOptions(Protocol):
     def devices(self) -> int | str: ...
     @property
     def strategy(self) -> str: ...
+    @property
+    def num_nodes(self) -> int: ...
 
 
 #: Lightning warnings that describe choices made here on purpose (CPU-first, small data).
@@ -56,6 +80,104 @@ _EXPECTED_WARNINGS = (
     r".*You defined a `validation_step` but have no `val_dataloader`.*",
     r".*module\(s\) in eval mode at the start of training.*",  # frozen encoders, on purpose
 )
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The share of every global batch that one of ``world`` data-parallel processes loads.
+
+    Process ``rank`` takes the items at positions ``rank, rank + world, rank + 2 world,
+    ...`` of the global batch; :func:`gather_batch` puts the per-process results back in
+    the global order.
+
+    Attributes
+    ----------
+    rank
+        Global rank of this process, ``0 <= rank < world``.
+    world
+        Number of data-parallel processes.
+    """
+
+    rank: int
+    world: int
+
+    def take(self, items: Sequence[Any]) -> list[Any]:
+        """This process's items of a global batch (the strided slice ``rank::world``)."""
+        return list(items[self.rank :: self.world])
+
+
+class _GatherRows(torch.autograd.Function):
+    """All-gather along the first axis; backward: the summed gradient of this process's rows.
+
+    (``torch.distributed.nn.functional.all_gather`` does the same but is deprecated, and
+    its backward runs an all-to-all through scatters on gloo.)
+    """
+
+    @staticmethod
+    def forward(ctx: Any, local: torch.Tensor) -> torch.Tensor:
+        world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+        ctx.rows, ctx.rank = local.shape[0], rank
+        parts = [torch.empty_like(local) for _ in range(world)]
+        torch.distributed.all_gather(parts, local.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.contiguous().clone()
+        torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
+        return total[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
+def gather_batch(local: torch.Tensor, total: int, world: int) -> torch.Tensor:
+    r"""The rows of every process's shard, in the order of the global batch, with gradients.
+
+    ``local`` holds this process's rows (positions ``rank::world`` of a global batch of
+    ``total`` items, see :class:`Shard`). The shards are padded to one size, all-gathered
+    and interleaved back into the global order, so a loss computed on the result is the
+    single-process loss of the whole batch.
+
+    Gradient: every process computes the same loss :math:`L` on the gathered batch; the
+    backward of the gather sums the gradients of all processes with respect to each
+    shard, so process :math:`r` receives :math:`\mathrm{world} \cdot \partial L /
+    \partial z_r` for its rows :math:`z_r`. DDP then *averages* the parameter gradients
+    over the processes, which gives :math:`\sum_r \partial L / \partial z_r \cdot
+    \partial z_r / \partial \theta = \partial L / \partial \theta`: the full-batch
+    gradient, with no further scaling (tested in ``tests/test_ddp.py``).
+
+    Parameters
+    ----------
+    local
+        ``(len(range(rank, total, world)), ...)`` rows of this process.
+    total
+        Size of the global batch.
+    world
+        Number of processes (the default process group's size); ``1`` returns ``local``
+        unchanged, without any collective.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(total, ...)``.
+    """
+    if world == 1:
+        return local
+    size = -(-total // world)
+    pad = local.new_zeros((size - local.shape[0], *local.shape[1:]))
+    gathered = _GatherRows.apply(torch.cat([local, pad]))
+    # (world * size, ...) by process -> (size, world, ...) -> global positions i * world + r
+    rest = tuple(local.shape[1:])
+    return gathered.view(world, size, *rest).transpose(0, 1).reshape(size * world, *rest)[:total]
+
+
+def is_main_process() -> bool:
+    """Whether this is global rank 0 (``True`` without an initialised process group).
+
+    After a data-parallel fit every process holds the trained model; write files from
+    this one only.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return True
 
 
 def step_seed(seed: int, epoch: int, batch: int) -> int:
@@ -83,6 +205,73 @@ class TrainingHistory:
     val_loss: list[float] = field(default_factory=list)
     best_epoch: int = -1
     stopped_early: bool = False
+
+
+class _ShardedDropout(torch.nn.Module):
+    """``nn.Dropout`` applied to one process's rows of a global batch.
+
+    The mask of the whole global batch is drawn as one process would draw it (same shape,
+    same generator, re-seeded per step by :func:`step_seed`) and this process keeps its
+    rows: every item gets the mask of a single-process run, and the processes' items do
+    not share masks.
+    """
+
+    def __init__(self, p: float, shard: Shard) -> None:
+        super().__init__()
+        self.p, self.shard, self.total = p, shard, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.numel() == 0:
+            return x
+        shape = (self.total, *x.shape[1:])
+        # what torch's CPU dropout computes: bernoulli_(1 - p) / (1 - p) of the input's shape
+        noise = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(1 - self.p)
+        noise.div_(1 - self.p)
+        return x * noise[self.shard.rank :: self.shard.world]
+
+
+class _DataParallel(Callback):
+    """Splits every global batch across the processes of a multi-process fit.
+
+    Sets each batch dataset's ``shard`` attribute to this process's :class:`Shard`, and
+    replaces the task's ``nn.Dropout`` layers with :class:`_ShardedDropout`, which needs
+    the global batch size of each step: the task's ``global_batch_size(batch)``. Both
+    are undone when the fit ends.
+    """
+
+    def __init__(self, datasets: Sequence[Any]) -> None:
+        self.datasets = datasets
+        self.swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+
+    def _set(self, shard: Shard | None) -> None:
+        for dataset in self.datasets:
+            dataset.shard = shard
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.world_size == 1:
+            self._set(None)
+            return
+        shard = Shard(trainer.global_rank, trainer.world_size)
+        self._set(shard)
+        for parent in list(pl_module.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is torch.nn.Dropout:
+                    setattr(parent, name, _ShardedDropout(child.p, shard))
+                    self.swapped.append((parent, name, child))
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.swapped:
+            total = int(pl_module.global_batch_size(batch))  # type: ignore[operator]
+            for parent, name, _ in self.swapped:
+                getattr(parent, name).total = total
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._set(None)
+        for parent, name, original in self.swapped:
+            setattr(parent, name, original)
+        self.swapped = []
 
 
 class _BestWeights(Callback):
@@ -133,17 +322,20 @@ class _BestWeights(Callback):
 def quiet_lightning() -> Iterator[None]:
     """While training runs: Lightning's INFO banners (devices, tips) go to DEBUG level,
     and its warnings about choices made here on purpose are not shown."""
-    logger = logging.getLogger("lightning.pytorch")
-    level = logger.level
+    # lightning.fabric logs e.g. "Initializing distributed: GLOBAL_RANK ..." per process
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
     if not log.isEnabledFor(logging.DEBUG):
-        logger.setLevel(logging.WARNING)
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
             for pattern in _EXPECTED_WARNINGS:
                 warnings.filterwarnings("ignore", message=pattern)
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def loader(batches: Any, sampler: Any, workers: int) -> DataLoader[Any]:
@@ -179,7 +371,9 @@ def fit_task(
         Epochs, patience, devices (:class:`TrainerOptions`).
     train_loader, val_loader
         Data; ``val_loader=None`` = no validation and no early stopping (the last
-        epoch's weights are kept).
+        epoch's weights are kept). Their datasets have a ``shard`` attribute, set to this
+        process's :class:`Shard` during a multi-process fit; the task gathers the shards
+        with :func:`gather_batch`.
     checkpoint_dir
         Where ``last.ckpt`` is written after every epoch; ``None`` = a temporary folder.
     resume
@@ -191,9 +385,25 @@ def fit_task(
         Extra Lightning callbacks.
     name
         For the log line and the temporary folder.
+
+    Notes
+    -----
+    Under a data-parallel strategy (``ddp``), every process runs this function and ends
+    with the same trained weights and history; only global rank 0 writes checkpoints.
+    Strategies whose launcher starts worker processes from this one (``ddp_spawn``,
+    ``ddp_fork``, ``ddp_notebook``, an interactive ``auto``) are refused: the best weights
+    and the history would stay in the workers.
+
+    Raises
+    ------
+    InputError
+        A strategy that trains in spawned or forked worker processes, or a dataset without
+        a ``shard`` attribute under several processes.
     """
     monitor = "val_loss" if val_loader is not None else None
     best = _BestWeights(monitor)
+    loaders = [train_loader] if val_loader is None else [train_loader, val_loader]
+    datasets = [dl.dataset for dl in loaders]
     with tempfile.TemporaryDirectory(prefix=f"{name}-") as scratch, quiet_lightning():
         root = Path(checkpoint_dir) if checkpoint_dir is not None else Path(scratch)
         root.mkdir(parents=True, exist_ok=True)
@@ -213,9 +423,12 @@ def fit_task(
             max_epochs=config.max_epochs,
             accelerator=config.accelerator,
             devices=config.devices,
+            num_nodes=config.num_nodes,
             strategy=config.strategy,
+            # The samplers give every process the same global batch; _DataParallel splits it.
+            use_distributed_sampler=False,
             deterministic=True,
-            callbacks=[*every, *callbacks],
+            callbacks=[*every, _DataParallel(datasets), *callbacks],
             logger=False,
             default_root_dir=root,
             enable_progress_bar=progress,
@@ -223,6 +436,7 @@ def fit_task(
             num_sanity_val_steps=0,
             log_every_n_steps=1,
         )
+        _check_launcher(trainer, task, datasets)
         last = root / "last.ckpt"
         ckpt_path = str(last) if resume and checkpoint_dir is not None and last.is_file() else None
         if ckpt_path:
@@ -234,3 +448,25 @@ def fit_task(
     history.best_epoch = best.best_epoch
     history.stopped_early = trainer.current_epoch < config.max_epochs and monitor is not None
     return history
+
+
+def _check_launcher(trainer: pl.Trainer, task: pl.LightningModule, datasets: Sequence[Any]) -> None:
+    """Refuse what a multi-process fit cannot do right (see :func:`fit_task`)."""
+    launcher = trainer.strategy.launcher
+    if isinstance(launcher, _MultiProcessingLauncher):
+        raise InputError(
+            "strategy",
+            "trains in worker processes started from this one (spawn / fork), which keep the "
+            "best weights and the training history",
+            values=[type(trainer.strategy).__name__],
+            fix="use strategy='ddp' in a script: launched as is (Lightning starts the other "
+            "processes by running the script again), by torchrun, or by srun under SLURM",
+        )
+    if launcher is not None and not all(hasattr(d, "shard") for d in datasets):
+        raise InputError(
+            "strategy",
+            "the training data cannot be sharded across processes",
+            values=[type(d).__name__ for d in datasets],
+        )
+    if launcher is not None and not hasattr(task, "global_batch_size"):
+        raise InputError("strategy", "the task cannot be trained on several processes")

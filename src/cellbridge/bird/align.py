@@ -30,7 +30,14 @@ from torch import nn
 from torch.utils.data import Dataset, Sampler
 
 from cellbridge._checkpoint import read_checkpoint, write_checkpoint
-from cellbridge._lightning import TrainingHistory, fit_task, loader, step_seed
+from cellbridge._lightning import (
+    Shard,
+    TrainingHistory,
+    fit_task,
+    gather_batch,
+    loader,
+    step_seed,
+)
 from cellbridge.data.splits import split_by_group
 from cellbridge.errors import InputError
 from cellbridge.nn.encoders import Standardize
@@ -94,8 +101,9 @@ class AlignConfig(Options):
         Shares of the drugs held out (BiRD A.1: 0.1 and 0.1).
     seed
         Seeds the split, the initialisation and every batch.
-    accelerator, devices, strategy
-        Lightning's.
+    accelerator, devices, strategy, num_nodes
+        Lightning's (``strategy="ddp"``: each process projects its share of every batch,
+        the loss is computed on the gathered batch; ``docs/cluster.md``).
     """
 
     SECTION = "align"
@@ -122,10 +130,12 @@ class AlignConfig(Options):
     accelerator: str = "auto"
     devices: int | str = "auto"
     strategy: str = "auto"
+    num_nodes: int = 1
 
     def __post_init__(self) -> None:
         _positive_int(
             self,
+            "num_nodes",
             "hidden_dim",
             "sinkhorn_iterations",
             "drugs_per_batch",
@@ -372,11 +382,16 @@ class DrugBatchSampler(Sampler[tuple[int, int, tuple[int, ...]]]):
 
 
 class _Batches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Rows -> (frozen inputs, drug codes)."""
+    """Rows -> (frozen inputs, drug codes).
+
+    With a ``shard`` (set by the trainer in a multi-process fit) the inputs are this
+    process's rows only; the codes are always the whole batch's.
+    """
 
     def __init__(self, x: np.ndarray, codes: np.ndarray) -> None:
         self.x = torch.from_numpy(x)
         self.codes = torch.from_numpy(codes.astype(np.int64))
+        self.shard: Shard | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -385,11 +400,17 @@ class _Batches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self, item: tuple[int, int, tuple[int, ...]]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         rows = torch.tensor(item[2], dtype=torch.long)
-        return self.x[rows], self.codes[rows]
+        mine = rows if self.shard is None else rows[self.shard.rank :: self.shard.world]
+        return self.x[mine], self.codes[rows]
 
 
 class _AlignTask(pl.LightningModule):
-    """Eq. 3 on the plan of Eq. 2 over the drugs present in each batch."""
+    """Eq. 3 on the plan of Eq. 2 over the drugs present in each batch.
+
+    Under data parallelism each process projects its share of the batch's cells; the
+    plan of Eq. 2 couples every cell of the batch, so the loss is computed on the gathered
+    projections of the whole batch (:func:`~cellbridge._lightning.gather_batch`).
+    """
 
     drugs: torch.Tensor
 
@@ -401,13 +422,28 @@ class _AlignTask(pl.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], name: str) -> torch.Tensor:
         x, codes = batch
+        size, world = self.global_batch_size(batch), self.trainer.world_size
         present, labels = torch.unique(codes, return_inverse=True)
-        cost = squared_euclidean_cost(self.projection(x), self.drugs[present])
+        z = gather_batch(self.projection(x), size, world)
+        cost = squared_euclidean_cost(z, self.drugs[present])
         loss = ot_alignment_loss(
             cost, labels, eps=self.config.epsilon, n_iter=self.config.sinkhorn_iterations
         )
-        self.log(name, loss, on_step=False, on_epoch=True, batch_size=x.shape[0], prog_bar=True)
+        self.log(
+            name,
+            loss,
+            on_step=False,
+            on_epoch=True,
+            batch_size=size,
+            prog_bar=True,
+            sync_dist=world > 1,  # the same value in every process: the mean is exact
+        )
         return loss
+
+    @staticmethod
+    def global_batch_size(batch: tuple[torch.Tensor, torch.Tensor]) -> int:
+        """Cells of the whole batch (this process may hold a share of them)."""
+        return int(batch[1].shape[0])
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         return self._step(batch, "train_loss")

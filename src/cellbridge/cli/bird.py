@@ -454,6 +454,7 @@ def run_align(
 ) -> None:
     """Train aligners (one per line, or pooled) and save them under ``output``."""
     from cellbridge._io import check_writable_dir
+    from cellbridge._lightning import is_main_process
     from cellbridge.bird import Aligner, drug_split, fit_per_line, load_embedding
     from cellbridge.bird.align import treated_cells
 
@@ -468,6 +469,8 @@ def run_align(
     else:
         split = drug_split(sorted(set(treated_cells(adata, config).drug)), config)
         models = fit_per_line(adata, space, config, lines=lines, split=split, progress=progress)
+    if not is_main_process():  # a data-parallel run: every process holds the same models
+        return
     for name, model in models.items():
         model.save(directory / name)
     first = next(iter(models.values()))
@@ -532,6 +535,7 @@ def align(
         str | None, typer.Option(metavar="INTEGER|TEXT", help=_ah("devices"))
     ] = None,
     strategy: Annotated[str | None, typer.Option(help=_ah("strategy"))] = None,
+    num_nodes: Annotated[int | None, typer.Option(help=_ah("num_nodes"))] = None,
     config: AlignConfigOption = None,
     write_config: Annotated[
         bool, typer.Option("--write-config", help="Print a TOML \\[align] table and exit.")

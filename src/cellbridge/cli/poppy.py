@@ -346,6 +346,7 @@ def run_train(
     progress: bool = True,
 ) -> POPPY:
     """Read the inputs, fit POPPY, save the model directory, print a summary."""
+    from cellbridge._lightning import is_main_process
     from cellbridge.poppy import POPPY
 
     _check_model_output(output)
@@ -363,6 +364,8 @@ def run_train(
         )
     finally:
         _close(cells)
+    if not is_main_process():  # a data-parallel run: every process holds the same model
+        return model
     model.save(output)
     out.print(train_summary(model, bulk.n_obs, cells_path, bulk_path, output))
     out.print(
@@ -695,6 +698,7 @@ def train(
         str | None, typer.Option(metavar="INTEGER|TEXT", help=_help("devices"))
     ] = None,
     strategy: Annotated[str | None, typer.Option(help=_help("strategy"))] = None,
+    num_nodes: Annotated[int | None, typer.Option(help=_help("num_nodes"))] = None,
 ) -> None:
     """Fit POPPY stage 1 on cells, bulk profiles and their similarity; save the model.
 

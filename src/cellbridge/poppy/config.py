@@ -118,9 +118,11 @@ class POPPYConfig(Options):
         ``obsp`` key of the similarity matrix ``S`` in the similarity AnnData.
     num_workers
         DataLoader worker processes (0 = load in the training process).
-    accelerator, devices, strategy
+    accelerator, devices, strategy, num_nodes
         Passed to ``lightning.pytorch.Trainer`` (``"auto"`` uses a GPU when present;
-        ``strategy="ddp"`` for several GPUs).
+        ``strategy="ddp"`` for several processes: each encodes its share of every batch,
+        the loss is computed on the gathered batch; ``num_nodes`` machines of ``devices``
+        processes each, see ``docs/cluster.md``).
     """
 
     embedding_dim: int = 128
@@ -147,9 +149,10 @@ class POPPYConfig(Options):
     accelerator: str = "auto"
     devices: int | str = "auto"
     strategy: str = "auto"
+    num_nodes: int = 1
 
     def __post_init__(self) -> None:
-        _positive_int(self, "embedding_dim", "batch_size", "max_epochs", "n_pcs")
+        _positive_int(self, "embedding_dim", "batch_size", "max_epochs", "n_pcs", "num_nodes")
         _positive_int(self, "n_gene_components", "patience")
         if self.hidden_dim is not None:
             _positive_int(self, "hidden_dim")

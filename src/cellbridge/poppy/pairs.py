@@ -21,6 +21,7 @@ from anndata import AnnData
 from torch.utils.data import Dataset, Sampler
 
 from cellbridge._checks import require_unique
+from cellbridge._lightning import Shard
 from cellbridge.errors import InputError
 from cellbridge.nn import pad_sets
 from cellbridge.poppy.sampler import CrossCohortSampler
@@ -167,7 +168,11 @@ def expand_similarity(
 
 @dataclass
 class PairBatch:
-    """One training batch: padded cells, bulk tokens and the similarity block."""
+    """One training batch: padded cells, bulk tokens and the similarity block.
+
+    Under data parallelism ``cells``, ``mask`` and ``tokens`` hold this process's share of
+    the items (:class:`~cellbridge._lightning.Shard`) and ``S`` the whole batch's block.
+    """
 
     cells: torch.Tensor
     mask: torch.Tensor
@@ -181,6 +186,11 @@ class PairBatches(Dataset[PairBatch]):
     The cell draws of a batch are seeded by ``[seed, epoch, batch number]`` only, so a run
     resumed at an epoch boundary sees exactly the draws of an uninterrupted run, in any
     number of worker processes.
+
+    ``shard`` (set by the trainer in a multi-process fit, else ``None``): the items of
+    this process only; the cells of every item are still drawn, in order, so each item
+    gets the cells a single process would draw, and padded to the whole batch's longest
+    set; ``S`` stays the whole batch's block (the loss is computed on the gathered batch).
     """
 
     def __init__(
@@ -201,6 +211,7 @@ class PairBatches(Dataset[PairBatch]):
         self.S = S
         self.max_cells = max_cells
         self.seed = seed
+        self.shard: Shard | None = None
 
     def __len__(self) -> int:
         return len(self.paired)
@@ -211,9 +222,17 @@ class PairBatches(Dataset[PairBatch]):
         sets = [
             torch.from_numpy(self.cells.draw(self.paired[i], self.max_cells, rng)) for i in items
         ]
-        cells, mask = pad_sets(sets)
         idx = np.asarray(items)
         block = self.S[idx][:, idx].toarray().astype(np.float32)
+        if self.shard is not None:
+            longest = max(s.shape[0] for s in sets)
+            sets, idx = self.shard.take(sets), np.asarray(self.shard.take(items))
+        cells, mask = pad_sets(sets)
+        if self.shard is not None and cells.shape[1] < longest:
+            # the single-process padding, so every row is computed on the same input
+            extra = longest - cells.shape[1]
+            cells = torch.nn.functional.pad(cells, (0, 0, 0, extra))
+            mask = torch.nn.functional.pad(mask, (0, extra), value=False)
         tokens = self.tokens(self.bulk_inputs[idx])
         return PairBatch(cells, mask, torch.from_numpy(tokens), torch.from_numpy(block))
 

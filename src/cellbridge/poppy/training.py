@@ -22,11 +22,13 @@ from lightning.pytorch.callbacks import Callback
 from cellbridge._lightning import (
     TrainingHistory,
     fit_task,
+    gather_batch,
     loader,
     quiet_lightning,
     step_seed,
 )
 from cellbridge.poppy.config import POPPYConfig
+from cellbridge.poppy.loss import contrastive_loss_terms
 from cellbridge.poppy.network import POPPYNet
 from cellbridge.poppy.pairs import NumberedBatches, PairBatch, PairBatches
 
@@ -36,7 +38,12 @@ log = logging.getLogger(__name__)
 
 
 class _AlignmentTask(pl.LightningModule):
-    """Eq. 5 on cross-cohort batches (no data handling, no I/O)."""
+    """Eq. 5 on cross-cohort batches (no data handling, no I/O).
+
+    Under data parallelism each process encodes its share of the batch's items and the
+    loss (Eq. 3-5, which couples every pair of the batch) is computed on the gathered
+    embeddings of the whole batch (:func:`~cellbridge._lightning.gather_batch`).
+    """
 
     def __init__(self, net: POPPYNet, config: POPPYConfig) -> None:
         super().__init__()
@@ -44,10 +51,28 @@ class _AlignmentTask(pl.LightningModule):
         self.config = config
 
     def _step(self, batch: PairBatch, name: str) -> torch.Tensor:
-        loss = self.net.loss(batch.cells, batch.mask, batch.tokens, batch.S).total
-        size = int(batch.cells.shape[0])
-        self.log(name, loss, on_step=False, on_epoch=True, batch_size=size, prog_bar=True)
+        size, world = self.global_batch_size(batch), self.trainer.world_size
+        if world == 1:
+            loss = self.net.loss(batch.cells, batch.mask, batch.tokens, batch.S).total
+        else:
+            z_c, z_b = self.net(batch.cells, batch.mask, batch.tokens)
+            z_c, z_b = gather_batch(z_c, size, world), gather_batch(z_b, size, world)
+            loss = contrastive_loss_terms(z_c, z_b, batch.S, temperature=self.net.temperature).total
+        self.log(
+            name,
+            loss,
+            on_step=False,
+            on_epoch=True,
+            batch_size=size,
+            prog_bar=True,
+            sync_dist=world > 1,  # the same value in every process: the mean is exact
+        )
         return loss
+
+    @staticmethod
+    def global_batch_size(batch: PairBatch) -> int:
+        """Items of the whole batch (this process may hold a share of them)."""
+        return int(batch.S.shape[0])
 
     def training_step(self, batch: PairBatch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train_loss")
