@@ -6,6 +6,7 @@ Pure array functions (numpy for W1 and the kernel, torch for Sinkhorn).
 from cellbridge.ot.graph import Graph
 from cellbridge.ot.graph_emd import graph_emd, pairwise_graph_emd
 from cellbridge.ot.kernel import diffusion_kernel
+from cellbridge.ot.knn_emd import NeighbourDistances, knn_graph_emd
 from cellbridge.ot.marginals import LabelMarginals, marginals_from_counts, marginals_from_labels
 from cellbridge.ot.sinkhorn import (
     ot_alignment_loss,
@@ -17,8 +18,10 @@ from cellbridge.ot.sinkhorn import (
 __all__ = [
     "Graph",
     "LabelMarginals",
+    "NeighbourDistances",
     "diffusion_kernel",
     "graph_emd",
+    "knn_graph_emd",
     "marginals_from_counts",
     "marginals_from_labels",
     "ot_alignment_loss",

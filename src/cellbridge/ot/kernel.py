@@ -10,6 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cellbridge.errors import InputError
+from cellbridge.ot.knn_emd import NeighbourDistances
 
 __all__ = ["diffusion_kernel"]
 
@@ -45,7 +46,7 @@ def _check_distances(D: np.ndarray) -> np.ndarray:
 
 
 def diffusion_kernel(
-    D: np.ndarray,
+    D: np.ndarray | NeighbourDistances,
     *,
     k: int = 100,
     symmetrize: Literal["union", "intersection"] = "union",
@@ -81,9 +82,11 @@ def diffusion_kernel(
     ----------
     D
         ``(N, N)`` symmetric distances with a zero diagonal (e.g. from
-        :func:`cellbridge.ot.pairwise_graph_emd`).
+        :func:`cellbridge.ot.pairwise_graph_emd`), or only each sample's nearest ones
+        (:func:`cellbridge.ot.knn_graph_emd`, for large ``N``): the kernel is the same.
     k
-        Number of nearest neighbours (paper: 100).
+        Number of nearest neighbours (paper: 100). With :class:`NeighbourDistances` it
+        must be the ``k`` they were found for.
     symmetrize
         How the asymmetric kNN relation becomes an undirected graph.
 
@@ -103,12 +106,14 @@ def diffusion_kernel(
            [0.368, 1.   , 0.135],
            [0.   , 0.135, 1.   ]])
     """
-    D = _check_distances(D)
-    n = D.shape[0]
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
         raise InputError("k", f"must be a positive integer, got {k!r}")
     if symmetrize not in ("union", "intersection"):
         raise InputError("symmetrize", f"must be 'union' or 'intersection', got {symmetrize!r}")
+    if isinstance(D, NeighbourDistances):
+        return _kernel_from_neighbours(D, k=k, symmetrize=symmetrize)
+    D = _check_distances(D)
+    n = D.shape[0]
     if n == 1:
         return sp.csr_matrix(np.ones((1, 1)))
     if k >= n:
@@ -122,7 +127,43 @@ def diffusion_kernel(
     knn = off <= sigma[:, None]
     adjacency = knn | knn.T if symmetrize == "union" else knn & knn.T
     i, j = np.nonzero(adjacency)
-    d, si, sj = D[i, j], sigma[i], sigma[j]
+    return _kernel(i, j, D[i, j], sigma, n)
+
+
+def _kernel_from_neighbours(
+    nn: NeighbourDistances, *, k: int, symmetrize: Literal["union", "intersection"]
+) -> sp.csr_matrix:
+    """Eq. 6 from each sample's neighbour distances: the same matrix as the dense path."""
+    n = nn.n_samples
+    if n == 1:
+        return sp.csr_matrix(np.ones((1, 1)))
+    if min(k, n - 1) != nn.k:
+        raise InputError(
+            "k",
+            f"is {k}, but the neighbour distances were found for k={nn.k}",
+            fix=f"pass k={nn.k}, or search again with knn_graph_emd(..., k={k})",
+        )
+    dist = nn.distances.tocsr()
+    rows = np.repeat(np.arange(n), np.diff(dist.indptr))
+    cols = dist.indices.astype(np.int64)
+    # the kNN relation as a pattern (explicit zero distances included)
+    knn = sp.csr_matrix((np.ones(cols.size, dtype=bool), (rows, cols)), shape=(n, n))
+    adjacency = (knn + knn.T) if symmetrize == "union" else knn.multiply(knn.T)
+    i, j = (a.astype(np.int64) for a in sp.triu(adjacency, k=0).nonzero())
+    i, j = np.concatenate([i, j]), np.concatenate([j, i])
+    # d_ij is stored in row i or row j (the same bits when in both: one orientation solved)
+    keys = np.concatenate([rows * n + cols, cols * n + rows])
+    values = np.concatenate([dist.data, dist.data])
+    keys, first = np.unique(keys, return_index=True)
+    d = values[first][np.searchsorted(keys, i * n + j)]
+    return _kernel(i, j, d, nn.sigma, n)
+
+
+def _kernel(
+    i: np.ndarray, j: np.ndarray, d: np.ndarray, sigma: np.ndarray, n: int
+) -> sp.csr_matrix:
+    """Eq. 6 on the joined pairs ``(i, j)`` with distances ``d``, plus ones on the diagonal."""
+    si, sj = sigma[i], sigma[j]
     vals = np.zeros_like(d)
     pos = (si > 0) & (sj > 0)
     # (d / si) * (d / sj), not d**2 / (si * sj): squares and products of tiny or huge
