@@ -29,7 +29,7 @@ from cellbridge.errors import InputError
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from distributed import Client
 
-__all__ = ["DEFAULT_LOCAL_WORKERS", "dask_client", "map_chunks"]
+__all__ = ["DEFAULT_LOCAL_WORKERS", "dask_client", "local_cluster_options", "map_chunks"]
 
 #: Workers of the local cluster that ``client="local"`` starts.
 DEFAULT_LOCAL_WORKERS = 2
@@ -48,6 +48,29 @@ def _import_distributed() -> Any:
             "client", "needs dask.distributed, which is not installed", fix=_INSTALL_HINT
         ) from err
     return distributed
+
+
+def local_cluster_options(*, n_workers: int = DEFAULT_LOCAL_WORKERS) -> dict[str, Any]:
+    """Keywords of :class:`~dask.distributed.LocalCluster` for a private loopback cluster.
+
+    ``n_workers`` processes of one thread each, everything bound to 127.0.0.1 and no
+    dashboard. The scheduler's HTTP server (health, metrics) still starts even without a
+    dashboard, on port 8787 unless told otherwise; a second cluster on the machine then
+    warns that the port is taken. Port 0 lets the system pick a free one.
+
+    Parameters
+    ----------
+    n_workers
+        Worker processes.
+    """
+    return {
+        "n_workers": n_workers,
+        "threads_per_worker": 1,
+        "processes": True,
+        "host": "127.0.0.1",
+        "dashboard_address": "127.0.0.1:0",
+        "scheduler_kwargs": {"dashboard": False},
+    }
 
 
 @contextmanager
@@ -83,13 +106,7 @@ def dask_client(
         if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
             raise InputError("n_workers", f"must be a positive integer, got {n_workers!r}")
         with (
-            distributed.LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=None,
-            ) as cluster,
+            distributed.LocalCluster(**local_cluster_options(n_workers=n_workers)) as cluster,
             distributed.Client(cluster) as local,
         ):
             yield local
@@ -137,7 +154,10 @@ def map_chunks(
     """
     distributed = _import_distributed()
     weights = list(weights) if weights is not None else [1] * len(chunks)
-    shared_futures = [client.scatter(value, broadcast=True) for value in shared]
+    # hash=False: a fresh key per call. With content-hashed keys, a second call with the
+    # same inputs re-scatters the key the first call is still releasing, and the scheduler
+    # can drop it ("Key lost during replication"; the tasks fail with lost dependencies).
+    shared_futures = [client.scatter(value, broadcast=True, hash=False) for value in shared]
     futures = [client.submit(fn, chunk, *shared_futures, pure=False) for chunk in chunks]
     position = {future.key: i for i, future in enumerate(futures)}
     results: list[Any] = [None] * len(futures)

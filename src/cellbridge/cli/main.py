@@ -102,6 +102,19 @@ def similarity(
     k: Annotated[int, typer.Option(help="Neighbours of the diffusion kernel (A.2).")] = 100,
     method: Annotated[str, typer.Option(help="auto | exact | tree (upper bound).")] = "auto",
     n_jobs: Annotated[int, typer.Option(help="Threads for W1 (-1: all cores).")] = -1,
+    dask_scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Solve W1 on a running Dask cluster: its scheduler address "
+            "(tcp://host:8786) or scheduler file (.json). Same result; see docs/cluster.md."
+        ),
+    ] = None,
+    dask_local_workers: Annotated[
+        int,
+        typer.Option(
+            help="Solve W1 on a local Dask cluster of this many worker processes (0: no Dask)."
+        ),
+    ] = 0,
 ) -> None:
     """Compositions, exact ontology W1 and kernel similarity of every sample (POPPY §2.1)."""
     run_similarity(
@@ -117,6 +130,8 @@ def similarity(
         k=k,
         method=method,
         n_jobs=n_jobs,
+        dask_scheduler=dask_scheduler,
+        dask_local_workers=dask_local_workers,
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -18,6 +20,7 @@ from cellbridge.data.readers import read_h5ad
 from cellbridge.errors import InputError
 
 if TYPE_CHECKING:
+    from distributed import Client
     from matplotlib.figure import Figure
 
 out = Console()
@@ -94,6 +97,65 @@ def summary_table(sim: anndata.AnnData, title: str) -> Table:
     return table
 
 
+def check_dask_options(scheduler: str | None, local_workers: int) -> None:
+    """Refuse contradictory or bad ``--dask-*`` options before any work is done."""
+    if isinstance(local_workers, bool) or local_workers < 0:
+        raise InputError(
+            "--dask-local-workers", f"must be 0 (no Dask) or more, got {local_workers}"
+        )
+    if scheduler is not None and local_workers:
+        raise InputError(
+            "--dask-scheduler",
+            "give either a scheduler or --dask-local-workers, not both",
+        )
+
+
+@contextmanager
+def dask_from_options(scheduler: str | None, local_workers: int) -> Iterator[Client | None]:
+    """The Dask client that ``--dask-scheduler`` / ``--dask-local-workers`` ask for.
+
+    ``None`` when neither is given; a local cluster of ``local_workers`` processes on
+    loopback (closed on exit); or a client connected to a running scheduler, by address or
+    scheduler file (the client is closed on exit, the cluster left running).
+    """
+    check_dask_options(scheduler, local_workers)
+    if scheduler is None and not local_workers:
+        yield None
+        return
+    from cellbridge.distributed import dask_client
+
+    if scheduler is None:
+        with dask_client("local", n_workers=local_workers) as local:
+            yield local
+        return
+    try:
+        import distributed
+    except ImportError:  # pragma: no cover - exercised only without dask installed
+        raise InputError(
+            "--dask-scheduler",
+            "needs dask.distributed, which is not installed",
+            fix='pip install "cellbridge[distributed]"',
+        ) from None
+    by_file = scheduler.endswith(".json")
+    if by_file and not Path(scheduler).is_file():
+        raise InputError("--dask-scheduler", f"no such scheduler file: {scheduler!r}")
+    try:
+        client = (
+            distributed.Client(scheduler_file=scheduler)
+            if by_file
+            else distributed.Client(scheduler)
+        )
+    except (OSError, ValueError, TypeError) as err:  # TimeoutError is an OSError
+        raise InputError(
+            "--dask-scheduler",
+            f"could not connect to {scheduler!r} ({err})",
+            fix="start the scheduler first and give its address, e.g. tcp://host:8786, "
+            "or the file written by `dask scheduler --scheduler-file` (docs/cluster.md)",
+        ) from None
+    with client:
+        yield client
+
+
 def run_similarity(
     input: Path,
     output: Path,
@@ -108,6 +170,8 @@ def run_similarity(
     k: int,
     method: str,
     n_jobs: int,
+    dask_scheduler: str | None = None,
+    dask_local_workers: int = 0,
 ) -> anndata.AnnData:
     """Read cells, compute the similarity, write it atomically, print a summary."""
     from cellbridge.ontology import load_cell_ontology, read_ontology
@@ -118,24 +182,27 @@ def run_similarity(
     if output.suffix != ".h5ad":
         raise InputError("--output", f"must end in .h5ad, got {str(output)!r}")
     check_writable_dir(output.parent if str(output.parent) else ".", field="--output")
+    check_dask_options(dask_scheduler, dask_local_workers)
     if ontology is not None and ontology_version is not None:
         raise InputError("--ontology", "give either a file or --ontology-version, not both")
     onto = read_ontology(ontology) if ontology is not None else load_cell_ontology(ontology_version)
     table = read_mapping(mapping) if mapping is not None else None
     cells = read_h5ad(input)
-    sim = sample_similarity(
-        cells,
-        sample_key=sample_key,
-        cell_type_key=cell_type_key,
-        ontology=onto,
-        mapping=table,
-        strict=strict,
-        min_cells=min_cells,
-        k=k,
-        method=cast(Literal["auto", "exact", "tree"], method),
-        n_jobs=n_jobs,
-        progress=True,
-    )
+    with dask_from_options(dask_scheduler, dask_local_workers) as client:
+        sim = sample_similarity(
+            cells,
+            sample_key=sample_key,
+            cell_type_key=cell_type_key,
+            ontology=onto,
+            mapping=table,
+            strict=strict,
+            min_cells=min_cells,
+            k=k,
+            method=cast(Literal["auto", "exact", "tree"], method),
+            n_jobs=n_jobs,
+            client=client,
+            progress=True,
+        )
     write_h5ad(sim, output)
     out.print(summary_table(sim, f"cellbridge similarity: {input.name}"))
     out.print(

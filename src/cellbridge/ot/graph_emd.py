@@ -5,15 +5,20 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from scipy.spatial.distance import cdist
 
 from cellbridge._progress import progress_bar
+from cellbridge.distributed import _import_distributed, dask_client, map_chunks
 from cellbridge.errors import CellbridgeError, InputError
 from cellbridge.ot import _network_simplex as ns
 from cellbridge.ot.graph import Graph
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from distributed import Client
 
 __all__ = ["graph_emd", "pairwise_graph_emd"]
 
@@ -32,6 +37,13 @@ _TOL_PRICE = 1e-12
 # enough for a smooth progress bar. Each pair is solved from the same starting tree, so the
 # chunking never changes a value.
 _N_CHUNKS = 256
+# On a Dask cluster: this many chunks per worker thread, enough to even out chunks of
+# unequal cost without paying the per-task overhead (a few ms) more often than needed.
+_CHUNKS_PER_DASK_THREAD = 8
+# The solver gives up on a pair after this many pivots per edge (plus a constant); far
+# above what any CL graph needs (a few per edge).
+_PIVOTS_PER_EDGE = 50
+_PIVOTS_MIN = 1000
 
 
 def _check_signals(name: str, X: np.ndarray, n_nodes: int) -> np.ndarray:
@@ -130,6 +142,7 @@ def pairwise_graph_emd(
     graph: Graph,
     method: Method = "auto",
     n_jobs: int = 1,
+    client: Client | Literal["local"] | None = None,
     progress: bool = False,
 ) -> np.ndarray:
     r"""Exact W1 between every pair of signals on a graph with its shortest-path metric.
@@ -160,7 +173,18 @@ def pairwise_graph_emd(
         simplex otherwise). ``"tree"``: the closed form on a shortest-path spanning tree
         of a graph with cycles — an *upper bound* on the exact value, used only when asked.
     n_jobs
-        Threads (``-1`` = all cores). The compiled solver releases the GIL.
+        Threads (``-1`` = all cores). The compiled solver releases the GIL. Ignored when
+        ``client`` is given.
+    client
+        Run the network simplex on a Dask cluster: a :class:`dask.distributed.Client`
+        (left open), ``"local"`` (a two-worker :class:`~dask.distributed.LocalCluster` on
+        loopback, started and closed for this call) or ``None`` (this process; default).
+        Rows are cut into chunks of about equal numbers of pairs; the signals and the
+        graph's solver arrays are sent to every worker once, each worker returns its
+        block, and the blocks are assembled here. Each pair is solved from the same
+        starting tree, so the result is bit-identical to ``client=None``. The closed forms
+        (tree graphs, ``method="tree"``) are one ``cdist`` and always run here. See
+        ``docs/cluster.md``.
     progress
         Show a progress bar.
 
@@ -168,6 +192,13 @@ def pairwise_graph_emd(
     -------
     numpy.ndarray
         ``(N, N)`` symmetric with a zero diagonal, or ``(N, M)``; float64.
+
+    Raises
+    ------
+    InputError
+        Bad signals, ``method``, ``n_jobs`` or ``client``.
+    CellbridgeError
+        The solver hit its pivot limit for some pair (in this process or on a worker).
 
     Examples
     --------
@@ -182,12 +213,14 @@ def pairwise_graph_emd(
         raise InputError("n_jobs", f"must be an integer, got {n_jobs!r}")
     if n_jobs < 1 and n_jobs != -1:
         raise InputError("n_jobs", f"must be >= 1 or -1 (all cores), got {n_jobs}")
+    _check_client(client)
     X = _check_signals("X", X, graph.n_nodes)
     symmetric = Y is None
     Yc = X if Y is None else _check_signals("Y", Y, graph.n_nodes)
     _check_balanced(X, None if symmetric else Yc)
     how = _resolve_method(graph, method)
     if how in ("closed", "tree"):
+        # One cdist over subtree masses: cheaper than sending the signals to a cluster.
         tree = None if how == "tree" else np.ones(graph.n_edges, dtype=bool)
         EX = _tree_embedding(X, graph, tree)
         EY = EX if symmetric else _tree_embedding(Yc, graph, tree)
@@ -195,63 +228,161 @@ def pairwise_graph_emd(
         if symmetric:
             np.fill_diagonal(D, 0.0)
         return D
-    return _exact_pairs(X, Yc, graph, symmetric=symmetric, n_jobs=n_jobs, progress=progress)
+    net = _Network.build(graph, mass=float(X[0].sum()) if len(X) else 1.0)
+    if client is None or X.shape[0] == 0 or Yc.shape[0] == 0:
+        out, status = _exact_pairs(
+            net, X, Yc, symmetric=symmetric, n_jobs=n_jobs, progress=progress
+        )
+    else:
+        with dask_client(client) as dask:
+            assert dask is not None  # client is not None here
+            out, status = _exact_pairs_dask(
+                dask, net, X, None if symmetric else Yc, progress=progress
+            )
+    failed = np.argwhere(status != 0)
+    if failed.size:
+        raise CellbridgeError(
+            f"graph W1 did not converge for {len(failed)} pairs (first: {failed[:3].tolist()}); "
+            "please report this with the inputs"
+        )
+    if symmetric:
+        out = out + out.T
+    return out
 
 
-def _exact_pairs(
-    X: np.ndarray, Y: np.ndarray, graph: Graph, *, symmetric: bool, n_jobs: int, progress: bool
-) -> np.ndarray:
-    n_threads = _usable_cores() if n_jobs == -1 else n_jobs
-    eu, ev = graph.edges[:, 0].copy(), graph.edges[:, 1].copy()
-    # CSR adjacency listing, for every neighbour, the edge index that reaches it.
-    nbr = np.concatenate([ev, eu])
-    src = np.concatenate([eu, ev])
-    eid = np.concatenate([np.arange(graph.n_edges), np.arange(graph.n_edges)])
-    order = np.argsort(src, kind="stable")
-    adj_ptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=graph.n_nodes))])
-    adj_nbr, adj_edge = nbr[order].astype(np.int64), eid[order].astype(np.int64)
-    # The starting tree (shortest-path tree from the root) and its BFS from node 0, built
-    # once; the solver roots its trees at node 0 (any root gives the same optimum).
-    tree0 = graph.spanning_tree.copy()
-    n = graph.n_nodes
-    order0, parent0, pedge0, depth0 = (np.empty(n, dtype=np.int64) for _ in range(4))
-    ns.bfs_tree(0, adj_ptr, adj_nbr, adj_edge, tree0, order0, parent0, pedge0, depth0)
-    out = np.zeros((X.shape[0], Y.shape[0]))
-    status = np.zeros(out.shape, dtype=np.int8)
-    max_pivots = 50 * graph.n_edges + 1000
-    mass = float(X[0].sum()) if len(X) else 1.0  # every row carries the same mass
-    tol_flow = _TOL_FLOW * mass
-    tol_price = _TOL_PRICE * float(graph.weights.max())
-    chunks = _row_chunks(X.shape[0], symmetric, _N_CHUNKS)
+def _check_client(client: object) -> None:
+    """Refuse a bad ``client`` before any work, also where the closed form will not use it."""
+    if client is None:
+        return
+    if isinstance(client, str) and client == "local":
+        _import_distributed()  # refused here when Dask is not installed
+        return
+    if not isinstance(client, str) and isinstance(client, _import_distributed().Client):
+        return
+    raise InputError(
+        "client",
+        f"must be None, 'local' or a dask.distributed.Client, got {client!r}",
+        fix="wrap a cluster or an address in distributed.Client(...) (see docs/cluster.md)",
+    )
 
-    def work(rows: np.ndarray) -> int:
+
+@dataclass(frozen=True)
+class _Network:
+    """What the solver needs of the graph: built once, shared by threads or Dask workers.
+
+    ``tree0`` (the shortest-path tree from the root) with ``order0``/``parent0``/
+    ``pedge0``/``depth0`` (its BFS from node 0) is the starting basis of every pair.
+    """
+
+    weights: np.ndarray
+    adj_ptr: np.ndarray
+    adj_nbr: np.ndarray
+    adj_edge: np.ndarray
+    tree0: np.ndarray
+    order0: np.ndarray
+    parent0: np.ndarray
+    pedge0: np.ndarray
+    depth0: np.ndarray
+    eu: np.ndarray
+    ev: np.ndarray
+    tol_flow: float
+    tol_price: float
+    max_pivots: int
+
+    @classmethod
+    def build(cls, graph: Graph, *, mass: float) -> _Network:
+        """The solver's arrays for ``graph``; ``mass`` is the mass every row carries."""
+        eu, ev = graph.edges[:, 0].copy(), graph.edges[:, 1].copy()
+        # CSR adjacency listing, for every neighbour, the edge index that reaches it.
+        nbr = np.concatenate([ev, eu])
+        src = np.concatenate([eu, ev])
+        eid = np.concatenate([np.arange(graph.n_edges), np.arange(graph.n_edges)])
+        order = np.argsort(src, kind="stable")
+        adj_ptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=graph.n_nodes))])
+        adj_nbr, adj_edge = nbr[order].astype(np.int64), eid[order].astype(np.int64)
+        # The solver roots its trees at node 0 (any root gives the same optimum).
+        tree0 = graph.spanning_tree.copy()
+        n = graph.n_nodes
+        order0, parent0, pedge0, depth0 = (np.empty(n, dtype=np.int64) for _ in range(4))
+        ns.bfs_tree(0, adj_ptr, adj_nbr, adj_edge, tree0, order0, parent0, pedge0, depth0)
+        return cls(
+            weights=graph.weights,
+            adj_ptr=adj_ptr,
+            adj_nbr=adj_nbr,
+            adj_edge=adj_edge,
+            tree0=tree0,
+            order0=order0,
+            parent0=parent0,
+            pedge0=pedge0,
+            depth0=depth0,
+            eu=eu,
+            ev=ev,
+            tol_flow=_TOL_FLOW * mass,
+            tol_price=_TOL_PRICE * float(graph.weights.max()),
+            max_pivots=_PIVOTS_PER_EDGE * graph.n_edges + _PIVOTS_MIN,
+        )
+
+    def solve_rows(
+        self,
+        X: np.ndarray,
+        Y: np.ndarray,
+        rows: np.ndarray,
+        symmetric: bool,
+        out: np.ndarray,
+        status: np.ndarray,
+    ) -> int:
+        """W1 of ``X[i]`` to every ``Y[j]`` (``j > i`` if symmetric) into ``out[i, j]``."""
         return int(
             ns.solve_rows(
                 X,
                 Y,
                 rows,
                 symmetric,
-                graph.weights,
-                adj_ptr,
-                adj_nbr,
-                adj_edge,
-                tree0,
-                order0,
-                parent0,
-                pedge0,
-                depth0,
-                eu,
-                ev,
-                tol_flow,
-                tol_price,
-                max_pivots,
+                self.weights,
+                self.adj_ptr,
+                self.adj_nbr,
+                self.adj_edge,
+                self.tree0,
+                self.order0,
+                self.parent0,
+                self.pedge0,
+                self.depth0,
+                self.eu,
+                self.ev,
+                self.tol_flow,
+                self.tol_price,
+                self.max_pivots,
                 out,
                 status,
             )
         )
 
+
+def _n_pairs(rows: np.ndarray, n_x: int, n_y: int, symmetric: bool) -> int:
+    return int((n_x - rows - 1).sum()) if symmetric else rows.size * n_y
+
+
+def _exact_pairs(
+    net: _Network,
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    symmetric: bool,
+    n_jobs: int,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Solve every pair in this process; returns the values (upper triangle if symmetric)
+    and the solver status of each pair."""
+    n_threads = _usable_cores() if n_jobs == -1 else n_jobs
+    out = np.zeros((X.shape[0], Y.shape[0]))
+    status = np.zeros(out.shape, dtype=np.int8)
+    chunks = _row_chunks(X.shape[0], symmetric, _N_CHUNKS)
+
+    def work(rows: np.ndarray) -> int:
+        return net.solve_rows(X, Y, rows, symmetric, out, status)
+
     def n_pairs(rows: np.ndarray) -> int:
-        return int((X.shape[0] - rows - 1).sum()) if symmetric else rows.size * Y.shape[0]
+        return _n_pairs(rows, X.shape[0], Y.shape[0], symmetric)
 
     with progress_bar("graph W1", total=sum(map(n_pairs, chunks)), enabled=progress) as advance:
         if n_threads == 1:
@@ -262,15 +393,53 @@ def _exact_pairs(
             with ThreadPoolExecutor(max_workers=n_threads) as pool:
                 for rows, _ in zip(chunks, pool.map(work, chunks), strict=True):
                     advance(n_pairs(rows))
-    failed = np.argwhere(status != 0)
-    if failed.size:
-        raise CellbridgeError(
-            f"graph W1 did not converge for {len(failed)} pairs (first: {failed[:3].tolist()}); "
-            "please report this with the inputs"
-        )
-    if symmetric:
-        out = out + out.T
-    return out
+    return out, status
+
+
+def _solve_block(
+    bounds: tuple[int, int], net: _Network, X: np.ndarray, Y: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One Dask task: rows ``lo:hi`` of the pairwise matrix, as their own block.
+
+    Symmetric form (``Y is None``): the block holds columns ``lo:`` only (pairs ``j > i``);
+    ``X[lo:]`` stands for both sides, so local indices keep the order of the global ones
+    and every pair is the same computation as in :func:`_exact_pairs`. Cross form: the
+    block holds every column.
+    """
+    lo, hi = bounds
+    Xb, Yb = (X[lo:], X[lo:]) if Y is None else (X[lo:hi], Y)
+    out = np.zeros((hi - lo, Yb.shape[0]))
+    status = np.zeros(out.shape, dtype=np.int8)
+    net.solve_rows(Xb, Yb, np.arange(hi - lo, dtype=np.int64), Y is None, out, status)
+    return out, status
+
+
+def _exact_pairs_dask(
+    client: Client, net: _Network, X: np.ndarray, Y: np.ndarray | None, *, progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_exact_pairs` on a Dask cluster: blocks of rows solved by the workers."""
+    symmetric = Y is None
+    n_y = X.shape[0] if Y is None else Y.shape[0]
+    threads = sum(client.nthreads().values())  # 0 while an adaptive cluster has no workers
+    n_chunks = _CHUNKS_PER_DASK_THREAD * threads if threads else _N_CHUNKS
+    chunks = _row_chunks(X.shape[0], symmetric, n_chunks)
+    blocks = map_chunks(
+        client,
+        _solve_block,
+        [(int(rows[0]), int(rows[-1]) + 1) for rows in chunks],
+        shared=(net, X) if Y is None else (net, X, Y),
+        weights=[_n_pairs(rows, X.shape[0], n_y, symmetric) for rows in chunks],
+        progress=progress,
+        description="graph W1 (dask)",
+    )
+    out = np.zeros((X.shape[0], n_y))
+    status = np.zeros(out.shape, dtype=np.int8)
+    for rows, (block, block_status) in zip(chunks, blocks, strict=True):
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        cols = slice(lo, None) if symmetric else slice(None)
+        out[lo:hi, cols] = block
+        status[lo:hi, cols] = block_status
+    return out, status
 
 
 def graph_emd(p: np.ndarray, q: np.ndarray, *, graph: Graph, method: Method = "auto") -> float:

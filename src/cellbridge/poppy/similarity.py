@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import anndata
 import numpy as np
@@ -27,6 +27,9 @@ from cellbridge.ontology import (
     prune,
 )
 from cellbridge.ot import Graph, diffusion_kernel, pairwise_graph_emd
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from distributed import Client
 
 __all__ = ["ontology_graph_metric", "proportion_similarity", "sample_similarity"]
 
@@ -62,6 +65,7 @@ def sample_similarity(
     symmetrize: Literal["union", "intersection"] = "union",
     method: Literal["auto", "exact", "tree"] = "auto",
     n_jobs: int = 1,
+    client: Client | Literal["local"] | None = None,
     progress: bool = False,
 ) -> anndata.AnnData:
     """Compositions, exact ontology W1 and the diffusion-kernel similarity of every sample.
@@ -75,8 +79,10 @@ def sample_similarity(
         Passed to :func:`cellbridge.ontology.compositions`.
     k, symmetrize
         Passed to :func:`cellbridge.ot.diffusion_kernel` (paper: ``k = 100``).
-    method, n_jobs, progress
-        Passed to :func:`cellbridge.ot.pairwise_graph_emd`.
+    method, n_jobs, client, progress
+        Passed to :func:`cellbridge.ot.pairwise_graph_emd`; ``client`` (a
+        :class:`dask.distributed.Client` or ``"local"``) solves the exact W1 on a Dask
+        cluster with the same result (``docs/cluster.md``).
 
     Returns
     -------
@@ -115,6 +121,7 @@ def sample_similarity(
         symmetrize=symmetrize,
         method=method,
         n_jobs=n_jobs,
+        client=client,
         progress=progress,
         params={"sample_key": sample_key, "cell_type_key": cell_type_key},
         provenance=adata.uns.get("cellbridge", {}).get("provenance"),
@@ -131,6 +138,7 @@ def proportion_similarity(
     symmetrize: Literal["union", "intersection"] = "union",
     method: Literal["auto", "exact", "tree"] = "auto",
     n_jobs: int = 1,
+    client: Client | Literal["local"] | None = None,
     progress: bool = False,
 ) -> anndata.AnnData:
     """:func:`sample_similarity` for samples known by their cell-type proportions.
@@ -145,7 +153,7 @@ def proportion_similarity(
     ontology, graph
         The ontology to prune to the columns (default: the shipped Cell Ontology), or an
         already pruned graph containing every column.
-    k, symmetrize, method, n_jobs, progress
+    k, symmetrize, method, n_jobs, client, progress
         As in :func:`sample_similarity`.
 
     Returns
@@ -165,6 +173,7 @@ def proportion_similarity(
         symmetrize=symmetrize,
         method=method,
         n_jobs=n_jobs,
+        client=client,
         progress=progress,
         params={"proportions": True},
         provenance=None,
@@ -180,6 +189,7 @@ def _similarity(
     symmetrize: Literal["union", "intersection"],
     method: Literal["auto", "exact", "tree"],
     n_jobs: int,
+    client: Client | Literal["local"] | None,
     progress: bool,
     params: dict[str, object],
     provenance: str | None,
@@ -189,7 +199,9 @@ def _similarity(
     signals = comp.signals()
     t1 = time.perf_counter()
     metric = ontology_graph_metric(comp.graph)
-    D = pairwise_graph_emd(signals, graph=metric, method=method, n_jobs=n_jobs, progress=progress)
+    D = pairwise_graph_emd(
+        signals, graph=metric, method=method, n_jobs=n_jobs, client=client, progress=progress
+    )
     t2 = time.perf_counter()
     K = diffusion_kernel(D, k=k, symmetrize=symmetrize)
     t3 = time.perf_counter()
