@@ -20,7 +20,7 @@ from cellbridge.ot import (
     pairwise_graph_emd,
 )
 from cellbridge.ot import _knn_search as ks
-from cellbridge.ot.knn_emd import _solver_arrays
+from cellbridge.ot.graph_emd import _Network
 
 if TYPE_CHECKING:
     from conftest import OntologyGraph
@@ -149,8 +149,8 @@ def test_every_solve_returns_a_certified_lower_bound(graph: Graph, seed: int) ->
     rng = np.random.default_rng(seed)
     X = rng.dirichlet(np.full(graph.n_nodes, 0.5), size=12)
     pairs = rng.integers(12, size=(10, 2))
-    arrays = _solver_arrays(graph)
-    U, status = ks.potentials(X, pairs, graph.weights, *arrays, 1e-14, 1e-12, 100_000)
+    net = _Network.build(graph, mass=1.0)
+    U, status = ks.potentials(X, pairs, graph.weights, *net.graph_arrays, 1e-14, 1e-12, 100_000)
     assert not status.any()
     D = pairwise_graph_emd(X, graph=graph)
     a, b = graph.edges[:, 0], graph.edges[:, 1]

@@ -322,6 +322,22 @@ class _Network:
             max_pivots=_PIVOTS_PER_EDGE * graph.n_edges + _PIVOTS_MIN,
         )
 
+    @property
+    def graph_arrays(self) -> tuple[np.ndarray, ...]:
+        """The arrays the compiled kernels take after the weights, in their order."""
+        return (
+            self.adj_ptr,
+            self.adj_nbr,
+            self.adj_edge,
+            self.tree0,
+            self.order0,
+            self.parent0,
+            self.pedge0,
+            self.depth0,
+            self.eu,
+            self.ev,
+        )
+
     def solve_rows(
         self,
         X: np.ndarray,

@@ -22,13 +22,11 @@ from scipy.spatial.distance import cdist
 from cellbridge._progress import progress_bar
 from cellbridge.errors import CellbridgeError, InputError
 from cellbridge.ot import _knn_search as ks
-from cellbridge.ot import _network_simplex as ns
 from cellbridge.ot.graph import Graph
 from cellbridge.ot.graph_emd import (
-    _TOL_FLOW,
-    _TOL_PRICE,
     _check_balanced,
     _check_signals,
+    _Network,
     _resolve_method,
     _tree_embedding,
     _usable_cores,
@@ -234,32 +232,14 @@ def _run(work, blocks: list[np.ndarray], threads: int, progress: bool) -> None: 
                     advance(block.size)
 
 
-def _solver_arrays(graph: Graph) -> tuple[np.ndarray, ...]:
-    """Adjacency and starting tree of the network simplex, built once per graph."""
-    eu, ev = graph.edges[:, 0].copy(), graph.edges[:, 1].copy()
-    nbr = np.concatenate([ev, eu])
-    src = np.concatenate([eu, ev])
-    eid = np.concatenate([np.arange(graph.n_edges), np.arange(graph.n_edges)])
-    order = np.argsort(src, kind="stable")
-    adj_ptr = np.concatenate([[0], np.cumsum(np.bincount(src, minlength=graph.n_nodes))])
-    adj_nbr, adj_edge = nbr[order].astype(np.int64), eid[order].astype(np.int64)
-    tree0 = graph.spanning_tree.copy()
-    n = graph.n_nodes
-    order0, parent0, pedge0, depth0 = (np.empty(n, dtype=np.int64) for _ in range(4))
-    ns.bfs_tree(0, adj_ptr, adj_nbr, adj_edge, tree0, order0, parent0, pedge0, depth0)
-    return adj_ptr, adj_nbr, adj_edge, tree0, order0, parent0, pedge0, depth0, eu, ev
-
-
 def _knn_exact(
     X: np.ndarray, graph: Graph, k: int, n_potentials: int, seed: int, threads: int, progress: bool
 ) -> NeighbourDistances:
     n = X.shape[0]
-    arrays = _solver_arrays(graph)
-    w = graph.weights
     mass = float(X[0].sum())
-    tol_flow = _TOL_FLOW * mass
-    tol_price = _TOL_PRICE * float(w.max())
-    max_pivots = 50 * graph.n_edges + 1000
+    net = _Network.build(graph, mass=mass)
+    arrays = net.graph_arrays
+    w, tol_flow, tol_price, max_pivots = net.weights, net.tol_flow, net.tol_price, net.max_pivots
     rng = np.random.default_rng(seed)
     pairs = rng.integers(n, size=(n_potentials, 2))
     # (mypy reads numba's dispatcher signature, not the compiled function's)
