@@ -38,6 +38,7 @@ SUBPACKAGES = (
     "metrics",
     "plotting",
     "report",
+    "distributed",
 )
 #: Signatures longer than this are written one parameter per line.
 WIDTH = 88

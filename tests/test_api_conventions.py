@@ -58,6 +58,7 @@ SUBPACKAGES = (
     "metrics",
     "plotting",
     "report",
+    "distributed",
 )
 #: Modules of ``cellbridge`` that are deliberately not part of the walked API.
 NOT_WALKED = {

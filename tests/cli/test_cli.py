@@ -50,6 +50,21 @@ def test_similarity_writes_what_the_api_returns(cells_file: Path, tmp_path: Path
     assert "samples" in result.stdout and "12" in result.stdout
 
 
+def test_similarity_knn_distances_write_the_same_kernel(cells_file: Path, tmp_path: Path) -> None:
+    full, knn = tmp_path / "full.h5ad", tmp_path / "knn.h5ad"
+    for out, extra in ((full, []), (knn, ["--distances", "knn"])):
+        result = runner.invoke(
+            app, ["similarity", str(cells_file), "-o", str(out), "--k", "5", *extra]
+        )
+        assert result.exit_code == 0, result.output
+    a, b = anndata.read_h5ad(full), anndata.read_h5ad(knn)
+    np.testing.assert_array_equal(a.obsp["similarity"].toarray(), b.obsp["similarity"].toarray())
+    assert "emd_knn" in b.obsp and "emd" not in b.obsp
+    assert "W1 to k nearest" in result.stdout
+    bad = runner.invoke(app, ["similarity", str(cells_file), "-o", str(knn), "--distances", "some"])
+    assert bad.exit_code == 2 and "--distances" in bad.output
+
+
 def test_similarity_with_mapping_table(cells_file: Path, tmp_path: Path) -> None:
     table = tmp_path / "map.tsv"
     cells = anndata.read_h5ad(cells_file)

@@ -118,3 +118,36 @@ def test_proportions_that_do_not_sum_to_one_are_refused() -> None:
     props = pd.DataFrame({"CL:0000236": [0.5, 0.7], "CL:0000624": [0.5, 0.2]}, index=["t0", "t1"])
     with pytest.raises(InputError, match="t1"):
         proportion_similarity(props, k=1)
+
+
+def test_knn_distances_give_the_same_kernel_without_the_full_matrix() -> None:
+    """distances='knn' (large cohorts): the kernel and each row's k nearest are those of
+    the full matrix, bit for bit."""
+    rng = np.random.default_rng(5)
+    types = ["CL:0000236", "CL:0000624", "CL:0000625", "CL:0000623", "CL:0001054", "CL:0000451"]
+    assign = {f"s{i}": list(rng.choice(types, size=int(rng.integers(5, 40)))) for i in range(60)}
+    assign["s59"] = assign["s0"]  # a duplicate: distance 0, stored explicitly
+    cells = _cells(assign)
+    full = sample_similarity(cells, k=6)
+    knn = sample_similarity(cells, k=6, distances="knn", n_jobs=2)
+    assert "emd" not in knn.obsp
+    np.testing.assert_array_equal(
+        knn.obsp["similarity"].toarray(), full.obsp["similarity"].toarray()
+    )
+    D = full.obsp["emd"].copy()
+    np.fill_diagonal(D, np.inf)
+    sigma = np.partition(D, 5, axis=1)[:, 5]
+    np.testing.assert_array_equal(knn.obs["sigma"].to_numpy(), sigma)
+    stored = knn.obsp["emd_knn"].tocoo()
+    assert np.array_equal(
+        np.sort(stored.row * 60 + stored.col), np.flatnonzero((sigma[:, None] >= D).ravel())
+    )
+    np.testing.assert_array_equal(stored.data, full.obsp["emd"][stored.row, stored.col])
+    assert knn.uns["cellbridge"]["params"]["distances"] == "knn"
+
+
+def test_knn_distances_refuse_a_dask_client_and_unknown_modes(small: AnnData) -> None:
+    with pytest.raises(InputError, match="client"):
+        sample_similarity(small, k=4, distances="knn", client="local")
+    with pytest.raises(InputError, match="distances"):
+        sample_similarity(small, k=4, distances="some")  # type: ignore[arg-type]

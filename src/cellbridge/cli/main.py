@@ -101,6 +101,14 @@ def similarity(
     min_cells: Annotated[int, typer.Option(help="Refuse samples with fewer cells.")] = 1,
     k: Annotated[int, typer.Option(help="Neighbours of the diffusion kernel (A.2).")] = 100,
     method: Annotated[str, typer.Option(help="auto | exact | tree (upper bound).")] = "auto",
+    distances: Annotated[
+        str,
+        typer.Option(
+            help="all: every pairwise W1 (obsp['emd']). knn: only each sample's k nearest, "
+            "found exactly without the other pairs (obsp['emd_knn']; for large cohorts). "
+            "The kernel is identical."
+        ),
+    ] = "all",
     n_jobs: Annotated[int, typer.Option(help="Threads for W1 (-1: all cores).")] = -1,
     dask_scheduler: Annotated[
         str | None,
@@ -129,6 +137,7 @@ def similarity(
         min_cells=min_cells,
         k=k,
         method=method,
+        distances=distances,
         n_jobs=n_jobs,
         dask_scheduler=dask_scheduler,
         dask_local_workers=dask_local_workers,

@@ -70,9 +70,14 @@ def write_json(payload: dict[str, Any], path: Path) -> None:
 def summary_table(sim: anndata.AnnData, title: str) -> Table:
     """Rows of numbers a person checks first."""
     info = sim.uns["cellbridge"]
-    D = np.asarray(sim.obsp["emd"])
     K = sim.obsp["similarity"]
-    off = D[~np.eye(len(D), dtype=bool)] if len(D) > 1 else np.zeros(1)
+    if "emd" in sim.obsp:
+        D = np.asarray(sim.obsp["emd"])
+        off = D[~np.eye(len(D), dtype=bool)] if len(D) > 1 else np.zeros(1)
+        label = "W1 distances"
+    else:  # distances="knn": the neighbours' distances only
+        off = sim.obsp["emd_knn"].data if sim.obsp["emd_knn"].nnz else np.zeros(1)
+        label = "W1 to k nearest"
     table = Table(title=title, show_header=False)
     rows = [
         ("samples", f"{sim.n_obs}"),
@@ -82,7 +87,7 @@ def summary_table(sim: anndata.AnnData, title: str) -> Table:
             f"{info['graph_nodes']} nodes, {len(info['graph_relations'])} edges"
             f"{' (tree)' if info['graph_is_tree'] else ' (with cycles: exact solver)'}",
         ),
-        ("W1 distances", f"min {off.min():.4f}  median {np.median(off):.4f}  max {off.max():.4f}"),
+        (label, f"min {off.min():.4f}  median {np.median(off):.4f}  max {off.max():.4f}"),
         (
             "kernel",
             f"k = {info['params']['k_used']}, {K.nnz} non-zeros "
@@ -170,6 +175,7 @@ def run_similarity(
     k: int,
     method: str,
     n_jobs: int,
+    distances: str = "all",
     dask_scheduler: str | None = None,
     dask_local_workers: int = 0,
 ) -> anndata.AnnData:
@@ -179,6 +185,13 @@ def run_similarity(
 
     if method not in ("auto", "exact", "tree"):
         raise InputError("--method", f"must be auto, exact or tree, got {method!r}")
+    if distances not in ("all", "knn"):
+        raise InputError("--distances", f"must be all or knn, got {distances!r}")
+    if distances == "knn" and (dask_scheduler is not None or dask_local_workers):
+        raise InputError(
+            "--distances",
+            "knn runs in threads of one process; the --dask-* options apply to --distances all",
+        )
     if output.suffix != ".h5ad":
         raise InputError("--output", f"must end in .h5ad, got {str(output)!r}")
     check_writable_dir(output.parent if str(output.parent) else ".", field="--output")
@@ -199,14 +212,19 @@ def run_similarity(
             min_cells=min_cells,
             k=k,
             method=cast(Literal["auto", "exact", "tree"], method),
+            distances=cast(Literal["all", "knn"], distances),
             n_jobs=n_jobs,
             client=client,
             progress=True,
         )
     write_h5ad(sim, output)
     out.print(summary_table(sim, f"cellbridge similarity: {input.name}"))
+    stored = (
+        "obsp['emd'] = W1 distances"
+        if distances == "all"
+        else "obsp['emd_knn'] = W1 to the k nearest, obs['sigma'] = k-th distance"
+    )
     out.print(
-        f"wrote {output}: X = propagated compositions, obsp['emd'] = W1 distances, "
-        "obsp['similarity'] = kernel S"
+        f"wrote {output}: X = propagated compositions, {stored}, obsp['similarity'] = kernel S"
     )
     return sim

@@ -26,7 +26,7 @@ from cellbridge.ontology import (
     load_cell_ontology,
     prune,
 )
-from cellbridge.ot import Graph, diffusion_kernel, pairwise_graph_emd
+from cellbridge.ot import Graph, diffusion_kernel, knn_graph_emd, pairwise_graph_emd
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from distributed import Client
@@ -64,6 +64,7 @@ def sample_similarity(
     k: int = 100,
     symmetrize: Literal["union", "intersection"] = "union",
     method: Literal["auto", "exact", "tree"] = "auto",
+    distances: Literal["all", "knn"] = "all",
     n_jobs: int = 1,
     client: Client | Literal["local"] | None = None,
     progress: bool = False,
@@ -83,6 +84,12 @@ def sample_similarity(
         Passed to :func:`cellbridge.ot.pairwise_graph_emd`; ``client`` (a
         :class:`dask.distributed.Client` or ``"local"``) solves the exact W1 on a Dask
         cluster with the same result (``docs/cluster.md``).
+    distances
+        ``"all"``: every pairwise W1, kept in ``obsp["emd"]``. ``"knn"``: only each
+        sample's ``k`` nearest, found exactly without the other pairs
+        (:func:`cellbridge.ot.knn_graph_emd`; for cohorts of tens of thousands, where
+        the full matrix is out of reach), kept sparse in ``obsp["emd_knn"]``. The kernel
+        ``obsp["similarity"]`` is identical either way. Threads only (no ``client``).
 
     Returns
     -------
@@ -92,7 +99,9 @@ def sample_similarity(
         - ``X``: propagated proportions (root = 1); ``layers["signal"]``: rows
           normalised to unit mass, the inputs of Eq. 1;
         - ``obs["n_cells"]``; ``var["label"]``;
-        - ``obsp["emd"]``: exact W1 distances (Eq. 1);
+        - ``obsp["emd"]``: exact W1 distances (Eq. 1) — or, with ``distances="knn"``,
+          ``obsp["emd_knn"]``: each row's exact W1 to its ``k`` nearest (sparse, zero
+          distances stored) and ``obs["sigma"]``, the k-th nearest distance;
         - ``obsp["similarity"]``: the sparse kernel ``S`` (Eq. 6);
         - ``uns["cellbridge"]``: ontology version, parameters, dropped labels, timings,
           and the provenance of ``adata`` when it has one.
@@ -120,6 +129,7 @@ def sample_similarity(
         k=k,
         symmetrize=symmetrize,
         method=method,
+        distances=distances,
         n_jobs=n_jobs,
         client=client,
         progress=progress,
@@ -137,6 +147,7 @@ def proportion_similarity(
     k: int = 100,
     symmetrize: Literal["union", "intersection"] = "union",
     method: Literal["auto", "exact", "tree"] = "auto",
+    distances: Literal["all", "knn"] = "all",
     n_jobs: int = 1,
     client: Client | Literal["local"] | None = None,
     progress: bool = False,
@@ -153,7 +164,7 @@ def proportion_similarity(
     ontology, graph
         The ontology to prune to the columns (default: the shipped Cell Ontology), or an
         already pruned graph containing every column.
-    k, symmetrize, method, n_jobs, client, progress
+    k, symmetrize, method, distances, n_jobs, client, progress
         As in :func:`sample_similarity`.
 
     Returns
@@ -172,6 +183,7 @@ def proportion_similarity(
         k=k,
         symmetrize=symmetrize,
         method=method,
+        distances=distances,
         n_jobs=n_jobs,
         client=client,
         progress=progress,
@@ -188,6 +200,7 @@ def _similarity(
     k: int,
     symmetrize: Literal["union", "intersection"],
     method: Literal["auto", "exact", "tree"],
+    distances: Literal["all", "knn"],
     n_jobs: int,
     client: Client | Literal["local"] | None,
     progress: bool,
@@ -196,26 +209,48 @@ def _similarity(
     seconds_compositions: float,
 ) -> anndata.AnnData:
     """Signals -> exact W1 (Eq. 1) -> kernel (Eq. 6), packed as a samples AnnData."""
+    if distances not in ("all", "knn"):
+        raise InputError("distances", f"must be 'all' or 'knn', got {distances!r}")
+    if distances == "knn" and client is not None:
+        raise InputError(
+            "client",
+            "is not used by distances='knn' (the neighbour search runs in threads)",
+            fix="drop client, or use distances='all' on the cluster",
+        )
     signals = comp.signals()
     t1 = time.perf_counter()
     metric = ontology_graph_metric(comp.graph)
-    D = pairwise_graph_emd(
-        signals, graph=metric, method=method, n_jobs=n_jobs, client=client, progress=progress
-    )
-    t2 = time.perf_counter()
-    K = diffusion_kernel(D, k=k, symmetrize=symmetrize)
+    obsp: dict[str, object] = {}
+    obs_extra: dict[str, np.ndarray] = {}
+    if distances == "all":
+        D = pairwise_graph_emd(
+            signals, graph=metric, method=method, n_jobs=n_jobs, client=client, progress=progress
+        )
+        t2 = time.perf_counter()
+        K = diffusion_kernel(D, k=k, symmetrize=symmetrize)
+        obsp["emd"] = D
+    else:
+        nn = knn_graph_emd(
+            signals, graph=metric, k=k, method=method, n_jobs=n_jobs, progress=progress
+        )
+        t2 = time.perf_counter()
+        K = diffusion_kernel(nn, k=max(1, nn.k), symmetrize=symmetrize)
+        obsp["emd_knn"] = nn.distances
+        obs_extra["sigma"] = nn.sigma
     t3 = time.perf_counter()
     var = pd.DataFrame({"label": list(comp.graph.labels)}, index=list(comp.graph.nodes))
     obs = pd.DataFrame(
         {"n_cells": comp.counts.reindex(comp.proportions.index).to_numpy()},
         index=comp.proportions.index.astype(str),
     )
+    for key, value in obs_extra.items():
+        obs[key] = value
     out = anndata.AnnData(
         X=comp.proportions.to_numpy(dtype=np.float64),
         obs=obs,
         var=var,
         layers={"signal": signals},
-        obsp={"emd": D, "similarity": K},
+        obsp={**obsp, "similarity": K},
     )
     info: dict[str, object] = {
         "version": __version__,
@@ -232,6 +267,7 @@ def _similarity(
             "k_used": min(k, max(1, out.n_obs - 1)),
             "symmetrize": symmetrize,
             "method": method,
+            "distances": distances,
         },
         "dropped_cells": {str(a): int(b) for a, b in comp.dropped.items()},
         "seconds": {"compositions": seconds_compositions, "emd": t2 - t1, "kernel": t3 - t2},
