@@ -124,6 +124,39 @@ def test_log_normalised_plates_are_read_as_they_are(screen: AnnData, tmp_path: P
     )
 
 
+# --- why the paths agree to the last bit --------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_sums_do_not_depend_on_threads_or_other_rows(dtype: type) -> None:
+    """The Wilcoxon kernel's group sums (the means behind log fold changes) add each
+    gene's values in row order: the same bits on 1 or 2 threads, and for a block's rows
+    alone or inside a larger matrix (a plate's rows vs. the whole screen's)."""
+    import numba
+
+    from cellbridge.bird._wilcoxon import grouped_u
+
+    rng = np.random.default_rng(3)
+    X = sp.random(3000, 300, density=0.2, format="csr", random_state=rng, dtype=dtype)
+    X.data = np.log1p(rng.poisson(4, X.nnz) + rng.random(X.nnz)).astype(dtype)
+    code = rng.integers(-1, 6, X.shape[0]).astype(np.int16)
+    block = np.flatnonzero(rng.random(X.shape[0]) < 0.3)
+    inside = np.full_like(code, -1)
+    inside[block] = code[block]
+    threads = numba.get_num_threads()
+    try:
+        results = []
+        for n_threads in sorted({1, threads}):
+            numba.set_num_threads(n_threads)
+            results.append(grouped_u(X[block], code[block], 5)[:2])
+            results.append(grouped_u(X, inside, 5)[:2])
+    finally:
+        numba.set_num_threads(threads)
+    for u, sums in results[1:]:
+        np.testing.assert_array_equal(u, results[0][0])
+        np.testing.assert_array_equal(sums, results[0][1])
+
+
 # --- memory: one plate at a time, reference rows only --------------------------------------
 
 

@@ -106,9 +106,15 @@ def grouped_u(
             buffer_code,
         )
         n_bad, low = n_bad + int(bad_block), min(low, float(low_block))
-        sums[:, lo:hi] = _group_sums(ptr, buffer_keys.view(data.dtype), buffer_code, n_groups)
-        u[:, lo:hi] = _lookup_u(
-            ptr, buffer_keys, buffer_code, n_groups, sizes, m, BUCKETS_PER_VALUE
+        u[:, lo:hi], sums[:, lo:hi] = _lookup_u(
+            ptr,
+            buffer_keys,
+            buffer_keys.view(data.dtype),
+            buffer_code,
+            n_groups,
+            sizes,
+            m,
+            BUCKETS_PER_VALUE,
         )
     return u, sums, n_bad, low
 
@@ -216,37 +222,32 @@ def _gather_block(
 
 
 @njit(cache=True, parallel=True)
-def _group_sums(
-    ptr: np.ndarray, values: np.ndarray, code: np.ndarray, n_groups: int
-) -> np.ndarray:  # pragma: no cover - compiled
-    """Per-group column sums of one gathered block, each gene's entries added in row
-    order: the same bits however many threads gathered them and whatever other rows the
-    matrix holds, so a comparison gives the same means on one core, on many, on a Dask
-    worker, or from one plate's rows instead of the whole screen's."""
-    genes = ptr.shape[0] - 1
-    sums = np.zeros((n_groups + 1, genes))
-    for j in prange(genes):
-        for i in range(ptr[j], ptr[j + 1]):
-            sums[code[i], j] += values[i]
-    return sums
-
-
-@njit(cache=True, parallel=True)
 def _lookup_u(
     ptr: np.ndarray,
     keys: np.ndarray,
+    values: np.ndarray,
     code: np.ndarray,
     n_groups: int,
     sizes: np.ndarray,
     m: int,
     buckets_per_value: int,
-) -> np.ndarray:  # pragma: no cover - compiled
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
     """U per (group, gene) of one gathered block: per gene, a bucket-indexed table of
-    the positive control values, and one lookup per positive treated value."""
+    the positive control values, and one lookup per positive treated value; and the
+    per-group column sums (``values`` are ``keys`` read as floats).
+
+    The sums add each gene's entries in row order (the gather stores them so): the same
+    bits however many threads gathered them and whatever other rows the matrix holds, so
+    a comparison gives the same means on one core or many, on a Dask worker, or from one
+    plate's rows instead of the whole screen's.
+    """
     genes = ptr.shape[0] - 1
     u = np.zeros((n_groups, genes))
+    sums = np.zeros((n_groups + 1, genes))
     for j in prange(genes):
         a, b = ptr[j], ptr[j + 1]
+        for i in range(a, b):
+            sums[code[i], j] += values[i]
         n_ctrl = 0
         for i in range(a, b):
             if code[i] == 0:
@@ -332,4 +333,4 @@ def _lookup_u(
                     rank = below[s] + 0.5 * np.float64(x == value[s]) * (below[s + 1] - below[s])
             acc[c - 1] += half_zeros + rank
         u[:, j] = acc
-    return u
+    return u, sums

@@ -78,13 +78,17 @@ def signatures_from_plates(
     are computed one reference line at a time and the rows freed before the next plate.
 
     Memory, with :math:`z_p` the stored entries of plate :math:`p`'s reference-line rows
-    (the largest plate's counts), :math:`z_{p,c}` those of its largest reference line and
-    :math:`n_p` its cells: about :math:`z_p (s_d + s_i)` bytes for the plate's rows as
-    stored (:math:`s_d + s_i` = 8 for float32 counts with int32 indices), plus
-    :math:`\\approx 48 z_{p,c}` bytes while one line is normalised (float64) and tested,
-    plus :math:`8 n_p` bytes of row pointers and the four key columns of the plate, plus
-    one read slice (:math:`2^{22}(s_d + s_i)` bytes, 32 MiB). With a ``client``, each
-    worker holds that for the one plate it works on.
+    (the largest plate's count), :math:`z_{p,c}` those of its largest reference line,
+    :math:`n_p` its cells, :math:`D_p` its drugs and :math:`G` the genes: about
+    :math:`z_p (s_d + s_i)` bytes for the plate's rows as stored (:math:`s_d + s_i` = 8
+    for float32 counts with int32 indices), plus :math:`\\approx 48 z_{p,c}` bytes while
+    one line is normalised (float64) and tested, plus :math:`\\approx 100\\, G D_p` bytes
+    for that line's per-gene statistics (U, sums, scores, p- and q-values, log fold
+    changes of every drug), plus :math:`8 n_p` bytes of row pointers and the four key
+    columns, plus one read slice (:math:`2^{22}(s_d + s_i)` bytes, 32 MiB). Tahoe-shaped
+    (143 k cells per plate, 14 k in the 5 reference lines, 27 drugs, 62,710 genes,
+    ~360 entries per cell): ~0.3 GiB above the libraries' own memory. With a
+    ``client``, each worker holds that for the one plate it works on.
 
     Parameters
     ----------
