@@ -87,7 +87,8 @@ def signatures_from_plates(
     changes of every drug), plus :math:`8 n_p` bytes of row pointers and the four key
     columns, plus one read slice (:math:`2^{22}(s_d + s_i)` bytes, 32 MiB). Tahoe-shaped
     (143 k cells per plate, 14 k in the 5 reference lines, 27 drugs, 62,710 genes,
-    ~360 entries per cell): ~0.3 GiB above the libraries' own memory. With a
+    ~360 entries per cell): ~0.3 GiB by this count, 0.39 GiB measured above the
+    libraries' own memory (``benchmarks/bench_de_tahoe.py``). With a
     ``client``, each worker holds that for the one plate it works on.
 
     Parameters
