@@ -8,10 +8,9 @@ table or JSON) and the options given on the command line.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import pandas as pd
 import typer
@@ -21,7 +20,7 @@ from cellbridge._io import atomic_path, output_directory
 from cellbridge.bird.align import AlignConfig
 from cellbridge.bird.config import BirdConfig
 from cellbridge.cli.poppy import _build_options, _friendly, render_config_toml
-from cellbridge.cli.similarity import write_png
+from cellbridge.cli.similarity import dask_from_options, write_png
 from cellbridge.data.readers import read_h5ad
 from cellbridge.errors import InputError
 
@@ -51,7 +50,7 @@ def run_signatures(
     *,
     progress: bool,
     dask_scheduler: str | None = None,
-    dask_local_workers: int | None = None,
+    dask_local_workers: int = 0,
 ) -> None:
     """DE signatures of every (reference line, drug), written as one parquet table.
 
@@ -112,45 +111,6 @@ def run_signatures(
         f"{len(sig.genes)} (line, drug) signatures, median size "
         f"{int(pd.Series([len(g) for g in sig.genes.values()]).median())} genes -> {output}"
     )
-
-
-@contextmanager
-def dask_from_options(scheduler: str | None, local_workers: int | None) -> Iterator[Any]:
-    """The Dask client of ``--dask-scheduler ADDRESS`` (a running scheduler, connected for
-    the command and disconnected after) or ``--dask-local-workers N`` (a loopback
-    LocalCluster of N workers, started and closed for the command); ``None`` without
-    either."""
-    if scheduler is not None and local_workers is not None:
-        raise InputError(
-            "--dask-scheduler / --dask-local-workers",
-            "give one of them, not both",
-            values=[scheduler, local_workers],
-        )
-    if scheduler is None and local_workers is None:
-        yield None
-        return
-    from cellbridge.distributed import _import_distributed, dask_client
-
-    if local_workers is not None:
-        if local_workers < 1:
-            raise InputError("--dask-local-workers", "must be at least 1", values=[local_workers])
-        with dask_client("local", n_workers=local_workers) as client:
-            yield client
-        return
-    distributed = _import_distributed()
-    try:
-        client = distributed.Client(scheduler, timeout="30s")
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise InputError(
-            "--dask-scheduler",
-            f"cannot connect ({exc})",
-            values=[scheduler],
-            fix="give the scheduler's address, e.g. tcp://10.0.0.5:8786",
-        ) from None
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def run_embed(signatures: Path, output: Path, config: BirdConfig) -> None:
@@ -221,16 +181,17 @@ def signatures(
         str | None,
         typer.Option(
             "--dask-scheduler",
-            help="Run on the Dask cluster of this scheduler address (tcp://HOST:8786).",
+            help="Run on a running Dask cluster: its scheduler address (tcp://host:8786) or "
+            "scheduler file (.json). Same result; see docs/cluster.md.",
         ),
     ] = None,
     dask_local_workers: Annotated[
-        int | None,
+        int,
         typer.Option(
             "--dask-local-workers",
-            help="Run on a loopback Dask LocalCluster of this many worker processes.",
+            help="Run on a local Dask cluster of this many worker processes (0: no Dask).",
         ),
-    ] = None,
+    ] = 0,
     config: ConfigOption = None,
     write_config: Annotated[
         bool, typer.Option("--write-config", help="Print a TOML \\[bird] table and exit.")
