@@ -180,44 +180,68 @@ def _gather_block(
     counts = np.zeros((n_chunks, genes), np.int64)
     bad = np.zeros(n_chunks, np.int64)
     low = np.full(n_chunks, np.inf)
+    # Count pass: the compared rows' stored entries per gene, from the indices alone (half
+    # the bytes of reading the values too). Stored zeros are counted here and skipped by
+    # the fill, which then closes the gaps they leave (only when there are any).
     for t in prange(n_chunks):
+        for r in range(edges[t], edges[t + 1]):
+            if code[r] < 0:
+                continue
+            p = cursor[r]
+            end = indptr[r + 1]
+            while p < end and indices[p] < hi:
+                counts[t, indices[p] - lo] += 1
+                p += 1
+    start = np.empty((n_chunks, genes), np.int64)
+    running = 0
+    for j in range(genes):
+        for t in range(n_chunks):
+            start[t, j] = running
+            running += counts[t, j]
+    if out_keys.shape[0] < running:
+        out_keys = np.empty(running, keys.dtype)
+        out_code = np.empty(running, out_code.dtype)
+    fill = start.copy()
+    # Fill pass: every row (the input checks cover rows in no comparison too).
+    for t in prange(n_chunks):
+        at = fill[t]
         for r in range(edges[t], edges[t + 1]):
             g = code[r]
             p = cursor[r]
-            while p < indptr[r + 1] and indices[p] < hi:
+            end = indptr[r + 1]
+            while p < end and indices[p] < hi:
                 x = data[p]
                 if not np.isfinite(x):
                     bad[t] += 1
                 elif x < low[t]:
                     low[t] = x
                 if g >= 0 and x != 0:  # stored zeros (and -0.0) are zeros
-                    counts[t, indices[p] - lo] += 1
-                p += 1
-    ptr = np.zeros(genes + 1, np.int64)
-    offset = np.empty((n_chunks, genes), np.int64)
-    running = 0
-    for j in range(genes):
-        ptr[j] = running
-        for t in range(n_chunks):
-            offset[t, j] = running
-            running += counts[t, j]
-    ptr[genes] = running
-    if out_keys.shape[0] < running:
-        out_keys = np.empty(running, keys.dtype)
-        out_code = np.empty(running, out_code.dtype)
-    for t in prange(n_chunks):
-        fill = offset[t]
-        for r in range(edges[t], edges[t + 1]):
-            g = code[r]
-            p = cursor[r]
-            while p < indptr[r + 1] and indices[p] < hi:
-                if g >= 0 and data[p] != 0:
                     j = indices[p] - lo
-                    out_keys[fill[j]] = keys[p]
-                    out_code[fill[j]] = g
-                    fill[j] += 1
+                    out_keys[at[j]] = keys[p]
+                    out_code[at[j]] = g
+                    at[j] += 1
                 p += 1
             cursor[r] = p
+    ptr = np.zeros(genes + 1, np.int64)
+    written = 0
+    gaps = False
+    for j in range(genes):
+        for t in range(n_chunks):
+            if fill[t, j] != start[t, j] + counts[t, j]:
+                gaps = True
+    if not gaps:
+        for j in range(genes):
+            ptr[j] = start[0, j]
+        ptr[genes] = running
+    else:  # close the gaps of skipped stored zeros, keeping row order
+        for j in range(genes):
+            ptr[j] = written
+            for t in range(n_chunks):
+                for i in range(start[t, j], fill[t, j]):
+                    out_keys[written] = out_keys[i]
+                    out_code[written] = out_code[i]
+                    written += 1
+        ptr[genes] = written
     return ptr, out_keys, out_code, bad.sum(), low.min()
 
 
@@ -246,8 +270,12 @@ def _lookup_u(
     sums = np.zeros((n_groups + 1, genes))
     for j in prange(genes):
         a, b = ptr[j], ptr[j + 1]
+        # summed in a per-gene buffer, written once: adding into ``sums[:, j]`` directly
+        # made neighbouring genes' threads write to the same cache lines
+        gene_sums = np.zeros(n_groups + 1)
         for i in range(a, b):
-            sums[code[i], j] += values[i]
+            gene_sums[code[i]] += values[i]
+        sums[:, j] = gene_sums
         n_ctrl = 0
         for i in range(a, b):
             if code[i] == 0:
