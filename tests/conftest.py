@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -25,6 +26,18 @@ def _close_figures() -> Iterator[None]:
     yield
     if "matplotlib.pyplot" in sys.modules:
         sys.modules["matplotlib.pyplot"].close("all")
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Iterator[None]:
+    """Dask clusters built directly by test fixtures set OMP_NUM_THREADS=1 (and more) in
+    this process's environment (``cellbridge.distributed`` undoes it for its own); tests
+    that start subprocesses must not inherit that from an earlier test."""
+    saved = dict(os.environ)
+    yield
+    for key in [k for k in os.environ if k not in saved]:
+        del os.environ[key]
+    os.environ.update(saved)
 
 
 CHROMIUM_MISSING = "headless Chromium is not installed (Debian: apt-get install chromium)"

@@ -19,6 +19,7 @@ Dask is an optional dependency: ``pip install "cellbridge[distributed]"``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -73,6 +74,33 @@ def local_cluster_options(*, n_workers: int = DEFAULT_LOCAL_WORKERS) -> dict[str
     }
 
 
+def _restore(saved: dict[str, str]) -> None:
+    """Put back the variables of ``saved`` and drop those added since."""
+    for key in [k for k in os.environ if k not in saved]:
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
+@contextmanager
+def _environment_kept() -> Iterator[dict[str, str]]:
+    """Keep this process's environment as it was.
+
+    Dask's nanny sets ``OMP_NUM_THREADS=1`` (and ``MKL_NUM_THREADS``,
+    ``MALLOC_TRIM_THRESHOLD_``; ``distributed.nanny.pre-spawn-environ``) in the *calling*
+    process's ``os.environ`` before it spawns a worker, and leaves it there. Every
+    subprocess the caller starts afterwards (``torchrun``, a resumed training run) would
+    then run torch on one thread, with other rounding than the caller. The environment is
+    restored once the workers are up and again when the cluster closes.
+    """
+    saved = dict(os.environ)
+    try:
+        yield saved
+    finally:
+        _restore(saved)
+
+
 @contextmanager
 def dask_client(
     client: Client | Literal["local"] | None, *, n_workers: int = DEFAULT_LOCAL_WORKERS
@@ -106,9 +134,11 @@ def dask_client(
         if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
             raise InputError("n_workers", f"must be a positive integer, got {n_workers!r}")
         with (
+            _environment_kept() as environ,
             distributed.LocalCluster(**local_cluster_options(n_workers=n_workers)) as cluster,
             distributed.Client(cluster) as local,
         ):
+            _restore(environ)
             yield local
         return
     if not isinstance(client, distributed.Client):
