@@ -12,7 +12,8 @@ cells once per drug, or sorting each gene's values, each treated value is *looke
 among its gene's control values:
 
 1. the positive entries of a block of genes are gathered gene by gene straight from the
-   CSR rows (a transpose that keeps only the value bits and the row's group);
+   CSR rows, read in group order (controls first), so each gene's entries come out as one
+   run per group (a transpose that keeps only the value bits: the run is the group);
 2. per gene, the distinct positive control values are sorted (a few hundred), with the
    number of controls below and equal to each, and indexed by buckets on the values' bit
    patterns (non-negative floats order as unsigned integers), about
@@ -39,9 +40,11 @@ __all__ = ["BUCKETS_PER_VALUE", "GENE_BLOCK", "grouped_u", "value_summary"]
 
 #: most genes gathered at a time
 GENE_BLOCK = 1024
-#: most stored entries gathered at a time (6 or 10 bytes each): bounds the memory on
+#: most stored entries gathered at a time (4 or 8 bytes each): bounds the memory on
 #: large plates, where fewer genes are gathered at a time
 BLOCK_ENTRIES = 1 << 25
+#: most (thread, group, gene) counters of a gathered block: many groups mean fewer genes
+COUNT_CELLS = 1 << 21
 #: lookup buckets per distinct control value of a gene (rounded up to a power of two)
 BUCKETS_PER_VALUE = 16
 
@@ -80,41 +83,31 @@ def grouped_u(
     keys = data.view(np.uint32 if data.dtype == np.float32 else np.uint64)
     sizes = np.bincount(code[code > 0], minlength=n_groups + 1)[1:].astype(np.float64)
     m = int((code == 0).sum())
+    # the compared rows in group order (row order within a group): gathered in this order,
+    # each gene's entries come out group by group, so the groups need no labels
+    compared = np.flatnonzero(code >= 0)
+    rows = compared[np.argsort(code[compared], kind="stable")].astype(np.int64)
+    others = np.flatnonzero(code < 0).astype(np.int64)
     cursor = X.indptr[:-1].astype(np.int64)
     n_genes = X.shape[1]
     u = np.zeros((n_groups, n_genes))
     sums = np.zeros((n_groups + 1, n_genes))
-    buffer_keys, buffer_code = np.empty(0, keys.dtype), np.empty(0, np.int16)
+    buffer = np.empty(0, keys.dtype)
     chunks = numba.get_num_threads()
     per_gene = max(1, X.nnz // max(n_genes, 1))
-    block = max(1, min(GENE_BLOCK, BLOCK_ENTRIES // per_gene))
+    # the per-(thread, group, gene) counts stay small too
+    by_groups = max(1, COUNT_CELLS // (chunks * (n_groups + 1)))
+    block = max(1, min(GENE_BLOCK, BLOCK_ENTRIES // per_gene, by_groups))
     n_bad, low = 0, np.inf
     for lo in range(0, n_genes, block):
         hi = min(lo + block, n_genes)
-        ptr, buffer_keys, buffer_code, bad_block, low_block = _gather_block(
-            X.indptr,
-            X.indices,
-            keys,
-            data,
-            code,
-            cursor,
-            hi,
-            lo,
-            n_groups,
-            chunks,
-            buffer_keys,
-            buffer_code,
-        )
+        bounds, buffer, bad_block, low_block = _gather_block(
+            X.indptr, X.indices, keys, data, rows, others, code, cursor, hi, lo, n_groups,
+            chunks, buffer,
+        )  # fmt: skip
         n_bad, low = n_bad + int(bad_block), min(low, float(low_block))
         u[:, lo:hi], sums[:, lo:hi] = _lookup_u(
-            ptr,
-            buffer_keys,
-            buffer_keys.view(data.dtype),
-            buffer_code,
-            n_groups,
-            sizes,
-            m,
-            BUCKETS_PER_VALUE,
+            bounds, buffer, buffer.view(data.dtype), sizes, m, BUCKETS_PER_VALUE
         )
     return u, sums, n_bad, low
 
@@ -155,58 +148,61 @@ def _gather_block(
     indices: np.ndarray,
     keys: np.ndarray,
     data: np.ndarray,
+    rows: np.ndarray,
+    others: np.ndarray,
     code: np.ndarray,
     cursor: np.ndarray,
     hi: int,
     lo: int,
     n_groups: int,
     n_chunks: int,
-    out_keys: np.ndarray,
-    out_code: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, float]:  # pragma: no cover - compiled
-    """Positive entries of genes ``lo..hi-1`` of the rows with ``code >= 0``, grouped by
-    gene (a CSR -> CSC transpose of one block of genes that keeps only the value bits and
-    the row's group), and, over every row, the number of NaN or infinite entries and the
-    smallest finite one (input checks in the same read).
+    out: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, int, float]:  # pragma: no cover - compiled
+    """Positive entries of genes ``lo..hi-1`` of the compared ``rows`` (given in group
+    order), grouped by gene and, within a gene, by group in row order: a CSR -> CSC
+    transpose of one block of genes that keeps only the value bits. ``bounds[j, g]`` is
+    where group ``g`` of gene ``j`` starts (``bounds[j, n_groups + 1]``: the gene's end).
+    Also, over every row (``others`` are the rows in no comparison), the number of NaN
+    or infinite entries and the smallest finite one (input checks in the same read).
 
     Row ``r``'s entries of the block start at ``cursor[r]`` (CSR indices sorted), which
-    is advanced past them, so the blocks read every entry once in all. Row ranges are
-    read in ``n_chunks`` parallel parts; each gene's entries are stored in row order
-    whatever ``n_chunks`` is. ``out_keys`` / ``out_code`` are reused when large enough.
+    is advanced past them, so the blocks read every entry once in all. Rows are read in
+    ``n_chunks`` parallel parts; the layout does not depend on ``n_chunks``. ``out`` is
+    reused when large enough.
     """
-    n_rows = indptr.shape[0] - 1
+    n_rows = rows.shape[0]
     genes = hi - lo
+    n_codes = n_groups + 1
     edges = np.linspace(0, n_rows, n_chunks + 1).astype(np.int64)
-    counts = np.zeros((n_chunks, genes), np.int64)
+    counts = np.zeros((n_chunks, n_codes, genes), np.int64)
     bad = np.zeros(n_chunks, np.int64)
     low = np.full(n_chunks, np.inf)
-    # Count pass: the compared rows' stored entries per gene, from the indices alone (half
-    # the bytes of reading the values too). Stored zeros are counted here and skipped by
-    # the fill, which then closes the gaps they leave (only when there are any).
+    # Count pass, from the indices alone (half the bytes of reading the values too).
+    # Stored zeros are counted here and skipped by the fill, which then closes the gaps
+    # they leave (only when there are any).
     for t in prange(n_chunks):
-        for r in range(edges[t], edges[t + 1]):
-            if code[r] < 0:
-                continue
+        for q in range(edges[t], edges[t + 1]):
+            r = rows[q]
+            row_counts = counts[t, code[r]]
             p = cursor[r]
             end = indptr[r + 1]
             while p < end and indices[p] < hi:
-                counts[t, indices[p] - lo] += 1
+                row_counts[indices[p] - lo] += 1
                 p += 1
-    start = np.empty((n_chunks, genes), np.int64)
+    start = np.empty((n_chunks, n_codes, genes), np.int64)
     running = 0
     for j in range(genes):
-        for t in range(n_chunks):
-            start[t, j] = running
-            running += counts[t, j]
-    if out_keys.shape[0] < running:
-        out_keys = np.empty(running, keys.dtype)
-        out_code = np.empty(running, out_code.dtype)
+        for g in range(n_codes):
+            for t in range(n_chunks):
+                start[t, g, j] = running
+                running += counts[t, g, j]
+    if out.shape[0] < running:
+        out = np.empty(running, keys.dtype)
     fill = start.copy()
-    # Fill pass: every row (the input checks cover rows in no comparison too).
     for t in prange(n_chunks):
-        at = fill[t]
-        for r in range(edges[t], edges[t + 1]):
-            g = code[r]
+        for q in range(edges[t], edges[t + 1]):
+            r = rows[q]
+            at = fill[t, code[r]]
             p = cursor[r]
             end = indptr[r + 1]
             while p < end and indices[p] < hi:
@@ -215,85 +211,90 @@ def _gather_block(
                     bad[t] += 1
                 elif x < low[t]:
                     low[t] = x
-                if g >= 0 and x != 0:  # stored zeros (and -0.0) are zeros
+                if x != 0:  # stored zeros (and -0.0) are zeros
                     j = indices[p] - lo
-                    out_keys[at[j]] = keys[p]
-                    out_code[at[j]] = g
+                    out[at[j]] = keys[p]
                     at[j] += 1
                 p += 1
             cursor[r] = p
-    ptr = np.zeros(genes + 1, np.int64)
-    written = 0
+    # rows in no comparison: only the input checks, and their cursors moved on
+    other_edges = np.linspace(0, others.shape[0], n_chunks + 1).astype(np.int64)
+    for t in prange(n_chunks):
+        for q in range(other_edges[t], other_edges[t + 1]):
+            r = others[q]
+            p = cursor[r]
+            end = indptr[r + 1]
+            while p < end and indices[p] < hi:
+                x = data[p]
+                if not np.isfinite(x):
+                    bad[t] += 1
+                elif x < low[t]:
+                    low[t] = x
+                p += 1
+            cursor[r] = p
+    bounds = np.empty((genes, n_codes + 1), np.int64)
     gaps = False
     for j in range(genes):
-        for t in range(n_chunks):
-            if fill[t, j] != start[t, j] + counts[t, j]:
-                gaps = True
+        for g in range(n_codes):
+            for t in range(n_chunks):
+                if fill[t, g, j] != start[t, g, j] + counts[t, g, j]:
+                    gaps = True
     if not gaps:
         for j in range(genes):
-            ptr[j] = start[0, j]
-        ptr[genes] = running
-    else:  # close the gaps of skipped stored zeros, keeping row order
+            for g in range(n_codes):
+                bounds[j, g] = start[0, g, j]
+            bounds[j, n_codes] = start[0, 0, j + 1] if j + 1 < genes else running
+    else:  # close the gaps of skipped stored zeros, keeping the order
+        written = 0
         for j in range(genes):
-            ptr[j] = written
-            for t in range(n_chunks):
-                for i in range(start[t, j], fill[t, j]):
-                    out_keys[written] = out_keys[i]
-                    out_code[written] = out_code[i]
-                    written += 1
-        ptr[genes] = written
-    return ptr, out_keys, out_code, bad.sum(), low.min()
+            for g in range(n_codes):
+                bounds[j, g] = written
+                for t in range(n_chunks):
+                    for i in range(start[t, g, j], fill[t, g, j]):
+                        out[written] = out[i]
+                        written += 1
+            bounds[j, n_codes] = written
+    return bounds, out, bad.sum(), low.min()
 
 
 @njit(cache=True, parallel=True)
 def _lookup_u(
-    ptr: np.ndarray,
+    bounds: np.ndarray,
     keys: np.ndarray,
     values: np.ndarray,
-    code: np.ndarray,
-    n_groups: int,
     sizes: np.ndarray,
     m: int,
     buckets_per_value: int,
 ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
     """U per (group, gene) of one gathered block: per gene, a bucket-indexed table of
-    the positive control values, and one lookup per positive treated value; and the
-    per-group column sums (``values`` are ``keys`` read as floats).
+    the positive control values (group 0, the first run of the gene's entries), and one
+    lookup per positive treated value; and the per-group column sums (``values`` are
+    ``keys`` read as floats).
 
-    The sums add each gene's entries in row order (the gather stores them so): the same
+    The sums add each group's entries in row order (the gather stores them so): the same
     bits however many threads gathered them and whatever other rows the matrix holds, so
     a comparison gives the same means on one core or many, on a Dask worker, or from one
     plate's rows instead of the whole screen's.
     """
-    genes = ptr.shape[0] - 1
+    genes = bounds.shape[0]
+    n_groups = bounds.shape[1] - 2
     u = np.zeros((n_groups, genes))
     sums = np.zeros((n_groups + 1, genes))
     for j in prange(genes):
-        a, b = ptr[j], ptr[j + 1]
-        # summed in a per-gene buffer, written once: adding into ``sums[:, j]`` directly
-        # made neighbouring genes' threads write to the same cache lines
-        gene_sums = np.zeros(n_groups + 1)
-        for i in range(a, b):
-            gene_sums[code[i]] += values[i]
-        sums[:, j] = gene_sums
-        n_ctrl = 0
-        for i in range(a, b):
-            if code[i] == 0:
-                n_ctrl += 1
-        ctrl = np.empty(n_ctrl, keys.dtype)
-        n_ctrl = 0
-        for i in range(a, b):
-            if code[i] == 0:
-                ctrl[n_ctrl] = keys[i]
-                n_ctrl += 1
+        for g in range(n_groups + 1):
+            total = 0.0
+            for i in range(bounds[j, g], bounds[j, g + 1]):
+                total += values[i]
+            sums[g, j] = total
+        a, b = bounds[j, 0], bounds[j, 1]
+        n_ctrl = b - a
+        ctrl = keys[a:b].copy()
         ctrl.sort()
         half_zeros = 0.5 * (m - n_ctrl)
-        acc = sizes * half_zeros  # every treated cell counted as a zero first
         if n_ctrl == 0:
-            for i in range(a, b):
-                if code[i] > 0:
-                    acc[code[i] - 1] += half_zeros
-            u[:, j] = acc
+            for g in range(n_groups):
+                n_pos = bounds[j, g + 2] - bounds[j, g + 1]
+                u[g, j] = sizes[g] * half_zeros + n_pos * half_zeros
             continue
         # distinct values, and the positive controls below each (below[q] = all of them)
         q = 1
@@ -336,29 +337,30 @@ def _lookup_u(
             if i + 1 < q and np.int64((np.uint64(value[i + 1]) - low) >> shift) == k:
                 bucket_count[k] = -1
                 bucket_below[k] = i
-        for i in range(a, b):
-            c = code[i]
-            if c <= 0:
-                continue
-            x = keys[i]
-            if x < value[0]:
-                rank = 0.0
-            elif x > high:
-                rank = float(n_ctrl)
-            else:
-                slot = np.int64((np.uint64(x) - low) >> shift)
-                n_equal = bucket_count[slot]
-                if n_equal >= 0:
-                    # the bucket's one value (or the next bucket's first, > x): x above it
-                    # takes all of its controls, x equal to it half of them
-                    v = bucket_value[slot]
-                    weight = np.float64(x > v) + 0.5 * np.float64(x == v)
-                    rank = bucket_below[slot] + weight * n_equal
-                else:  # rare: a bucket with several values, scanned (x <= high: ends)
-                    s = bucket_below[slot]
-                    while value[s] < x:
-                        s += 1
-                    rank = below[s] + 0.5 * np.float64(x == value[s]) * (below[s + 1] - below[s])
-            acc[c - 1] += half_zeros + rank
-        u[:, j] = acc
+        for g in range(n_groups):
+            acc = sizes[g] * half_zeros  # every treated cell counted as a zero first
+            for i in range(bounds[j, g + 1], bounds[j, g + 2]):
+                x = keys[i]
+                if x < value[0]:
+                    rank = 0.0
+                elif x > high:
+                    rank = float(n_ctrl)
+                else:
+                    slot = np.int64((np.uint64(x) - low) >> shift)
+                    n_equal = bucket_count[slot]
+                    if n_equal >= 0:
+                        # the bucket's one value (or the next bucket's first, > x): x above
+                        # it takes all of its controls, x equal to it half of them
+                        v = bucket_value[slot]
+                        weight = np.float64(x > v) + 0.5 * np.float64(x == v)
+                        rank = bucket_below[slot] + weight * n_equal
+                    else:  # rare: a bucket with several values, scanned (x <= high: ends)
+                        s = bucket_below[slot]
+                        while value[s] < x:
+                            s += 1
+                        rank = below[s] + 0.5 * np.float64(x == value[s]) * (
+                            below[s + 1] - below[s]
+                        )
+                acc += half_zeros + rank
+            u[g, j] = acc
     return u, sums
