@@ -28,16 +28,25 @@ def _close_figures() -> Iterator[None]:
         sys.modules["matplotlib.pyplot"].close("all")
 
 
+#: The variables Dask's nanny sets in the *calling* process before it spawns workers
+#: (``distributed.nanny.pre-spawn-environ``), as they were when the tests started.
+_DASK_SET = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")
+_ENVIRON_AT_START = {key: os.environ.get(key) for key in _DASK_SET}
+
+
 @pytest.fixture(autouse=True)
 def _environment_restored() -> Iterator[None]:
-    """Dask clusters built directly by test fixtures set OMP_NUM_THREADS=1 (and more) in
-    this process's environment (``cellbridge.distributed`` undoes it for its own); tests
-    that start subprocesses must not inherit that from an earlier test."""
-    saved = dict(os.environ)
+    """Dask clusters built directly by (module-scoped) test fixtures set OMP_NUM_THREADS=1
+    and more in this process's environment (``cellbridge.distributed`` undoes it for its
+    own): tests that start subprocesses must not inherit that from an earlier module. The
+    values are put back as they were when the session started, after every test (a
+    module-scoped fixture sets them before a function-scoped snapshot could be taken)."""
     yield
-    for key in [k for k in os.environ if k not in saved]:
-        del os.environ[key]
-    os.environ.update(saved)
+    for key, value in _ENVIRON_AT_START.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 CHROMIUM_MISSING = "headless Chromium is not installed (Debian: apt-get install chromium)"

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
@@ -72,7 +73,13 @@ def test_sigkill_mid_training_then_rerun_gives_the_uninterrupted_model(
         [sys.executable, "-c", code, *words],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        # the same torch thread count as this process, whose runs it is compared with
+        # (other thread counts round differently)
+        env={
+            **os.environ,
+            "PYTHONWARNINGS": "ignore",
+            "OMP_NUM_THREADS": str(torch.get_num_threads()),
+        },
     ) as child:
         try:
             deadline = time.monotonic() + 300
