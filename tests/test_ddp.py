@@ -76,7 +76,7 @@ def _torchrun(job: str, outdir: Path) -> tuple[list[dict[str, torch.Tensor]], li
         job,
         str(outdir),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     # No warning from Lightning or torch under DDP (pytest turns them into errors here).
     assert "Warning" not in done.stderr, done.stderr
