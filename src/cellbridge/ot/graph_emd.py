@@ -348,23 +348,15 @@ class _Network:
         status: np.ndarray,
     ) -> int:
         """W1 of ``X[i]`` to every ``Y[j]`` (``j > i`` if symmetric) into ``out[i, j]``."""
+        # (mypy reads numba's dispatcher signature, not the compiled function's)
         return int(
-            ns.solve_rows(
+            ns.solve_rows(  # type: ignore[call-arg]
                 X,
                 Y,
                 rows,
                 symmetric,
                 self.weights,
-                self.adj_ptr,
-                self.adj_nbr,
-                self.adj_edge,
-                self.tree0,
-                self.order0,
-                self.parent0,
-                self.pedge0,
-                self.depth0,
-                self.eu,
-                self.ev,
+                *self.graph_arrays,
                 self.tol_flow,
                 self.tol_price,
                 self.max_pivots,
