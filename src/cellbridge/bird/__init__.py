@@ -1,6 +1,14 @@
-"""BiRD: drug embeddings from measured transcriptional responses (Pegoraro et al.)."""
+"""BiRD: drug embeddings from measured transcriptional responses (Pegoraro et al.).
 
-from cellbridge.bird.align import AlignConfig, Aligner, drug_split, fit_per_line
+The aligner (:mod:`cellbridge.bird.align`) and the retrieval evaluation built on it need
+torch and Lightning, whose import takes seconds. Their names are loaded on first use
+(PEP 562), so that the DE signatures, the embeddings and the k-NN evaluation, and every
+Dask worker that runs them, start without importing torch.
+"""
+
+from typing import TYPE_CHECKING
+
+from cellbridge._lazy import lazy_names
 from cellbridge.bird.baselines import (
     ADMET_INSTALL_HINT,
     PrecomputedADMET,
@@ -28,14 +36,6 @@ from cellbridge.bird.knn import (
     win_rates,
 )
 from cellbridge.bird.plate_signatures import signatures_from_plates
-from cellbridge.bird.retrieval import (
-    RetrievalResult,
-    compare_drug_spaces,
-    evaluate_retrieval,
-    retrieval_auroc,
-    retrieval_roc,
-    retrieval_scores,
-)
 from cellbridge.bird.signatures import (
     DEFAULT_ALPHA,
     DEFAULT_TOP_K,
@@ -46,6 +46,33 @@ from cellbridge.bird.signatures import (
     differential_response,
     mann_whitney_u,
 )
+
+if TYPE_CHECKING:
+    from cellbridge.bird.align import AlignConfig, Aligner, drug_split, fit_per_line
+    from cellbridge.bird.retrieval import (
+        RetrievalResult,
+        compare_drug_spaces,
+        evaluate_retrieval,
+        retrieval_auroc,
+        retrieval_roc,
+        retrieval_scores,
+    )
+else:  # type checkers see the imports above, so a misspelt name stays an error
+    __getattr__, __dir__ = lazy_names(
+        __name__,
+        {
+            "align": ["AlignConfig", "Aligner", "drug_split", "fit_per_line"],
+            "retrieval": [
+                "RetrievalResult",
+                "compare_drug_spaces",
+                "evaluate_retrieval",
+                "retrieval_auroc",
+                "retrieval_roc",
+                "retrieval_scores",
+            ],
+        },
+    )
+
 
 __all__ = [
     "ADMET_INSTALL_HINT",

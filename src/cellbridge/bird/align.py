@@ -38,11 +38,7 @@ from cellbridge._lightning import (
     loader,
     step_seed,
 )
-from cellbridge.data.splits import split_by_group
-from cellbridge.errors import InputError
-from cellbridge.nn.encoders import Standardize
-from cellbridge.ot import ot_alignment_loss, squared_euclidean_cost
-from cellbridge.poppy.config import (
+from cellbridge._options import (
     Options,
     _bad,
     _in_range,
@@ -50,6 +46,10 @@ from cellbridge.poppy.config import (
     _positive_int,
     _positive_number,
 )
+from cellbridge.data.splits import split_by_group
+from cellbridge.errors import InputError
+from cellbridge.nn.encoders import Standardize
+from cellbridge.ot import ot_alignment_loss, squared_euclidean_cost
 
 __all__ = ["AlignConfig", "Aligner", "drug_split", "fit_per_line"]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cellbridge._options import Options, _bad, _positive_int
 from cellbridge.bird.embedding import DEFAULT_N_COMPONENTS
 from cellbridge.bird.signatures import DEFAULT_ALPHA, DEFAULT_TOP_K
 from cellbridge.errors import InputError
-from cellbridge.poppy.config import Options, _bad, _positive_int
 
 __all__ = ["BirdConfig"]
 

@@ -40,10 +40,11 @@ from rich.console import Console
 from rich.table import Table
 
 from cellbridge._io import atomic_path
+from cellbridge._options import Options
 from cellbridge.cli.similarity import write_h5ad
 from cellbridge.data.readers import read_h5ad
 from cellbridge.errors import InputError
-from cellbridge.poppy.config import Options, POPPYConfig
+from cellbridge.poppy.config import POPPYConfig
 from cellbridge.poppy.phenotype import PhenotypeConfig
 
 if TYPE_CHECKING:

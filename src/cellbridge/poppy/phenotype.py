@@ -25,10 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from cellbridge._checks import require_unique
-from cellbridge.data import CellStore
-from cellbridge.errors import InputError
-from cellbridge.nn import BulkTokenEncoder, PhenotypeHead
-from cellbridge.poppy.config import (
+from cellbridge._options import (
     Options,
     _bad,
     _int,
@@ -36,6 +33,9 @@ from cellbridge.poppy.config import (
     _positive_int,
     _positive_number,
 )
+from cellbridge.data import CellStore
+from cellbridge.errors import InputError
+from cellbridge.nn import BulkTokenEncoder, PhenotypeHead
 from cellbridge.poppy.decomposition import ExpressionDecomposition, expression_decomposition
 from cellbridge.poppy.inputs import bulk_inputs, cell_source, check_cell_dim, encode_bulk
 from cellbridge.poppy.pairs import ArrayCells
