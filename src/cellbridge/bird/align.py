@@ -46,6 +46,7 @@ from cellbridge._options import (
     _positive_int,
     _positive_number,
 )
+from cellbridge.bird._controls import check_control_drug, control_flags
 from cellbridge.data.splits import split_by_group
 from cellbridge.errors import InputError
 from cellbridge.nn.encoders import Standardize
@@ -75,6 +76,9 @@ class AlignConfig(Options):
     control_key
         Boolean ``obs`` column of control cells, which have no drug embedding and are left
         out of training and evaluation; ``None`` = no controls.
+    control_drug
+        Mark the controls by their drug instead (e.g. ``"DMSO_TF"``): the cells with
+        ``obs[drug_key] == control_drug`` are left out and ``control_key`` is not read.
     head
         ``"linear"`` (Appendix A) or ``"mlp"`` (one hidden layer of ``hidden_dim``, GELU).
     hidden_dim
@@ -112,6 +116,7 @@ class AlignConfig(Options):
     drug_key: str = "drug"
     cell_line_key: str = "cell_line"
     control_key: str | None = "control"
+    control_drug: str | None = None
     head: str = "linear"
     hidden_dim: int = 256
     normalize_drugs: bool = True
@@ -167,6 +172,7 @@ class AlignConfig(Options):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 _bad(name, value, "must name a key")
+        check_control_drug(self.control_drug)
 
 
 def drug_split(drugs: Sequence[str], config: AlignConfig) -> pd.Series:
@@ -224,23 +230,13 @@ def treated_cells(cells: AnnData, config: AlignConfig) -> _Inputs:
         raise InputError(
             "drug_key", "is not an obs column", values=[config.drug_key, *cells.obs.columns]
         )
-    keep = np.ones(cells.n_obs, dtype=bool)
-    if config.control_key is not None:
-        if config.control_key not in cells.obs:
-            raise InputError(
-                "control_key",
-                "is not an obs column",
-                values=[config.control_key],
-                fix="name the boolean control column, or set control_key to None",
-            )
-        control = cells.obs[config.control_key].to_numpy()
-        if control.dtype != bool:
-            raise InputError(
-                f"cells.obs[{config.control_key!r}]",
-                "must be boolean",
-                values=[str(control.dtype)],
-            )
-        keep &= ~control
+    keep = ~control_flags(
+        cells.obs,
+        drug_key=config.drug_key,
+        control_key=config.control_key,
+        control_drug=config.control_drug,
+        where="cells.obs",
+    )
     drugs = cells.obs[config.drug_key].to_numpy()
     if pd.isna(drugs[keep]).any():
         raise InputError(

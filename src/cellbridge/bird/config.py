@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cellbridge._options import Options, _bad, _positive_int
+from cellbridge.bird._controls import check_control_drug
 from cellbridge.bird.embedding import DEFAULT_N_COMPONENTS
 from cellbridge.bird.signatures import DEFAULT_ALPHA, DEFAULT_TOP_K
 from cellbridge.errors import InputError
@@ -35,6 +36,9 @@ class BirdConfig(Options):
         on one plate (Tahoe-100M).
     drug_key, control_key, plate_key, cell_line_key
         ``obs`` columns of the cells.
+    control_drug
+        Mark the controls by their drug instead of the ``control_key`` column (e.g.
+        ``"DMSO_TF"`` for the Tahoe-100M plate files, which have no control column).
     """
 
     SECTION = "bird"
@@ -49,6 +53,7 @@ class BirdConfig(Options):
     control_key: str = "control"
     plate_key: str = "plate"
     cell_line_key: str = "cell_line"
+    control_drug: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "reference_lines", tuple(self.reference_lines))
@@ -63,3 +68,4 @@ class BirdConfig(Options):
         _positive_int(self, "top_k", "n_components")
         if self.by not in ("line", "plate"):
             _bad("by", self.by, "must be 'line' or 'plate'")
+        check_control_drug(self.control_drug)

@@ -28,6 +28,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from cellbridge._checks import obs_labels, require_unique
+from cellbridge.bird._controls import control_flags
 from cellbridge.errors import InputError
 
 __all__ = [
@@ -60,6 +61,7 @@ def drug_profiles(
     drug_key: str = "drug",
     cell_line_key: str = "cell_line",
     control_key: str = "control",
+    control_drug: str | None = None,
     layer: str | None = None,
 ) -> dict[str, pd.DataFrame]:
     r"""Mean log-normalised expression of the treated cells of each (cell line, drug).
@@ -75,7 +77,8 @@ def drug_profiles(
     Expression is log-normalised first when ``adata`` holds counts, as
     :func:`cellbridge.encoders.log_normalised` does (:math:`\log(1 + 10^4 x / \sum x)`);
     already log-normalised expression is used as it is. Control cells
-    (``obs[control_key]`` true) are left out: they are no drug's response.
+    (``obs[control_key]`` true, or ``obs[drug_key] == control_drug``) are left out: they
+    are no drug's response.
 
     Parameters
     ----------
@@ -84,6 +87,9 @@ def drug_profiles(
         ``control_key`` (bool).
     drug_key, cell_line_key, control_key
         The ``obs`` columns.
+    control_drug
+        Mark the controls by their drug (e.g. ``"DMSO_TF"``) instead of ``control_key``,
+        which is then not read.
     layer
         Layer to read instead of ``X``.
 
@@ -97,27 +103,28 @@ def drug_profiles(
     Raises
     ------
     InputError
-        Missing ``obs`` columns or labels, a non-boolean control column, no treated cells,
-        or expression :func:`cellbridge.encoders.log_normalised` refuses.
+        Missing ``obs`` columns or labels, a non-boolean control column, a
+        ``control_drug`` that no cell has, no treated cells, or expression
+        :func:`cellbridge.encoders.log_normalised` refuses.
     """
     from cellbridge.encoders import log_normalised
 
     drugs = obs_labels(adata, drug_key, field="drug_key").astype(str).to_numpy()
     lines = obs_labels(adata, cell_line_key, field="cell_line_key").astype(str).to_numpy()
-    control = obs_labels(adata, control_key, field="control_key")
-    if not pd.api.types.is_bool_dtype(control):
-        raise InputError(
-            f"adata.obs[{control_key!r}]",
-            f"must be boolean, got dtype {control.dtype}",
-            values=pd.unique(control.astype(object))[:5].tolist(),
-            fix="mark the control cells with True and the treated cells with False",
-        )
-    treated = ~control.to_numpy(dtype=bool)
+    treated = ~control_flags(
+        adata.obs,
+        drug_key=drug_key,
+        control_key=control_key,
+        control_drug=control_drug,
+        where="adata.obs",
+    )
     if not treated.any():
+        by_flag = control_drug is None
         raise InputError(
-            f"adata.obs[{control_key!r}]",
+            f"adata.obs[{control_key!r}]" if by_flag else "control_drug",
             "marks every cell as a control: no treated cells",
-            fix="mark treated cells with False",
+            values=[] if by_flag else [control_drug],
+            fix="mark treated cells with False" if by_flag else "name the controls' drug only",
         )
     genes = pd.Index(adata.var_names.astype(str))
     require_unique(genes, "adata.var_names", what="gene names", fix="make the gene names unique")
@@ -404,6 +411,7 @@ def knn_evaluation(
     drug_key: str = "drug",
     cell_line_key: str = "cell_line",
     control_key: str = "control",
+    control_drug: str | None = None,
     layer: str | None = None,
 ) -> KnnResult:
     r"""k-NN prediction error of every embedding on every evaluation line — BiRD §5.1.
@@ -439,7 +447,7 @@ def knn_evaluation(
         Lines the drug embedding was built from; none may be an evaluation line.
     k
         Neighbourhood size (default 5).
-    drug_key, cell_line_key, control_key, layer
+    drug_key, cell_line_key, control_key, control_drug, layer
         Passed to :func:`drug_profiles` when ``adata_or_profiles`` is an AnnData.
 
     Returns
@@ -479,6 +487,7 @@ def knn_evaluation(
             drug_key=drug_key,
             cell_line_key=cell_line_key,
             control_key=control_key,
+            control_drug=control_drug,
             layer=layer,
         )
     elif isinstance(adata_or_profiles, Mapping):

@@ -23,6 +23,7 @@ from anndata import AnnData
 
 from cellbridge._progress import progress_bar
 from cellbridge.bird import _plate_io
+from cellbridge.bird._controls import control_flags, no_control_drug
 from cellbridge.bird.signatures import (
     DEFAULT_ALPHA,
     DEFAULT_TOP_K,
@@ -50,6 +51,7 @@ def signatures_from_plates(
     reference_lines: Sequence[str],
     drug_key: str = "drug",
     control_key: str = "control",
+    control_drug: str | None = None,
     plate_key: str = "plate",
     cell_line_key: str = "cell_line",
     method: Method = "wilcoxon",
@@ -102,6 +104,11 @@ def signatures_from_plates(
     drug_key, control_key, plate_key, cell_line_key
         The ``obs`` columns with each cell's drug, control flag (boolean), plate and cell
         line (the Tahoe-100M files call the line ``cell_line_id`` or ``cell_name``).
+    control_drug
+        Mark the controls by their drug instead of a flag column: the cells with
+        ``obs[drug_key] == control_drug`` are the controls and ``control_key`` is not
+        read. The Tahoe-100M plate files have no flag column; their controls are
+        ``control_drug="DMSO_TF"``. Default ``None``: use ``control_key``.
     method, alpha, top_k
         Test, q-value cut-off, signature size, as in ``differential_response``.
     layer
@@ -125,7 +132,8 @@ def signatures_from_plates(
     ------
     InputError
         A missing or unreadable file, a file without the ``obs`` key columns (or with a
-        non-boolean control column), a reference line on no plate, genes that differ
+        non-boolean control column), a reference line on no plate, a ``control_drug``
+        that no reference-line cell has, genes that differ
         between plates (the plate and the first differing genes are named), a drug of a
         reference line on two plates, a plate split across files, a drug whose plate has
         fewer than 2 control cells of the line, bad options or ``client``.
@@ -148,6 +156,7 @@ def signatures_from_plates(
         alpha=alpha,
         top_k=top_k,
         layer=layer,
+        control_drug=control_drug,
     )
     _check_client(client)
     if client is None:
@@ -242,12 +251,12 @@ def _reference_obs(
     """The key columns (as strings) of the reference lines' rows of an open plate file,
     indexed ``"<file>:<row>"``, those rows' numbers, and the plate's number of cells."""
     drug_key, control_key, plate_key, cell_line_key = params.keys
-    obs = _plate_io.read_obs_columns(handle, params.keys, where=where)
-    if obs[control_key].dtype != bool:
-        raise InputError(
-            f"obs[{control_key!r}] of {where}",
-            "must be boolean (True for control cells)",
-            values=[str(obs[control_key].dtype)],
+    by_drug = params.control_drug is not None
+    read = (drug_key, plate_key, cell_line_key) if by_drug else params.keys
+    obs = _plate_io.read_obs_columns(handle, list(dict.fromkeys(read)), where=where)
+    if not by_drug:  # the flags are checked here; by drug, across plates (_check_surveys)
+        flags = control_flags(
+            obs, drug_key=drug_key, control_key=control_key, control_drug=None, where=f"{where} obs"
         )
     rows = np.flatnonzero(_isin(obs[cell_line_key], params.reference_lines))
     chosen = obs.iloc[rows]
@@ -259,10 +268,12 @@ def _reference_obs(
                 "has missing values for cells of the reference lines (rows)",
                 values=rows[bad].tolist(),
             )
+    drugs = chosen[drug_key].astype(str).to_numpy()
+    control = drugs == params.control_drug if by_drug else flags[rows]
     out = pd.DataFrame(
         {
-            drug_key: chosen[drug_key].astype(str).to_numpy(),
-            control_key: chosen[control_key].to_numpy(),
+            drug_key: drugs,
+            control_key: control,
             plate_key: chosen[plate_key].astype(str).to_numpy(),
             cell_line_key: chosen[cell_line_key].astype(str).to_numpy(),
         },
@@ -302,6 +313,9 @@ def _check_surveys(surveys: Sequence[_Survey], params: _Params) -> tuple[pd.Inde
             values=missing,
             fix=f"use lines of obs[{params.keys[3]!r}] of the plates",
         )
+    if params.control_drug is not None and not any(s.controls for s in surveys):
+        drugs = {drug for s in surveys for _, drug in s.pairs}
+        raise no_control_drug(params.control_drug, drugs, drug_key=params.keys[0])
     home: dict[str, str] = {}  # plate -> file
     for survey in surveys:
         for plate in {p for plates in survey.pairs.values() for p in plates} | {

@@ -27,6 +27,7 @@ from numba import njit, prange
 from scipy import stats
 
 from cellbridge._progress import progress_bar
+from cellbridge.bird._controls import check_control_drug, control_flags
 from cellbridge.bird._wilcoxon import grouped_u, value_summary
 from cellbridge.errors import InputError
 
@@ -379,6 +380,7 @@ def differential_response(
     reference_lines: Sequence[str],
     drug_key: str = "drug",
     control_key: str = "control",
+    control_drug: str | None = None,
     plate_key: str = "plate",
     cell_line_key: str = "cell_line",
     method: Method = "wilcoxon",
@@ -410,6 +412,10 @@ def differential_response(
         ``cell_line_key``.
     drug_key, control_key, plate_key, cell_line_key
         The ``obs`` columns with each cell's drug, control flag, plate and cell line.
+    control_drug
+        Mark the controls by their drug instead of a flag column: the cells with
+        ``obs[drug_key] == control_drug`` (e.g. ``"DMSO_TF"`` in Tahoe-100M) are the
+        controls, and ``control_key`` is not read. Default ``None``: use ``control_key``.
     reference_lines
         The reference cell lines :math:`\\mathcal C_{ref}` (BiRD: A549, AN3 CA, SK-MEL-2,
         SNU-1, A-172). They must then be left out of every evaluation
@@ -446,9 +452,10 @@ def differential_response(
     ------
     InputError
         Missing or non-boolean ``obs`` columns, unknown reference lines, bad ``alpha``,
-        ``top_k``, ``by`` or ``client``, a drug with fewer than 2 same-plate controls.
+        ``top_k``, ``by`` or ``client``, a ``control_drug`` that no cell has, a drug with
+        fewer than 2 same-plate controls.
     """
-    obs = _check_obs(adata, drug_key, control_key, plate_key, cell_line_key)
+    obs = _check_obs(adata, drug_key, control_key, plate_key, cell_line_key, control_drug)
     if not reference_lines:
         raise InputError("reference_lines", "is empty", fix="name at least one cell line")
     missing = sorted(set(reference_lines) - set(obs[cell_line_key]))
@@ -466,6 +473,7 @@ def differential_response(
         alpha=alpha,
         top_k=top_k,
         layer=layer,
+        control_drug=control_drug,
     )
     _check_client(client)
     genes_index = adata.var_names.astype(str)
@@ -513,6 +521,8 @@ class _Params:
     alpha: float
     top_k: int
     layer: str | None
+    #: the drug that marks the controls, when they are not marked by the control column
+    control_drug: str | None = None
 
     @classmethod
     def checked(
@@ -524,6 +534,7 @@ class _Params:
         alpha: float,
         top_k: int,
         layer: str | None,
+        control_drug: str | None = None,
     ) -> _Params:
         if method not in ("wilcoxon", "t-test"):
             raise InputError("method", "must be 'wilcoxon' or 't-test'", values=[method])
@@ -531,7 +542,16 @@ class _Params:
             raise InputError("alpha", "must be in (0, 1]", values=[alpha])
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise InputError("top_k", "must be a positive integer", values=[top_k])
-        return cls(tuple(reference_lines), keys, method, float(alpha), top_k, layer)  # type: ignore[arg-type]
+        check_control_drug(control_drug)
+        return cls(
+            tuple(reference_lines),
+            keys,
+            method,  # type: ignore[arg-type]
+            float(alpha),
+            top_k,
+            layer,
+            control_drug,
+        )
 
     def as_dict(self) -> dict[str, object]:
         """The ``params`` of :class:`Signatures`."""
@@ -541,6 +561,7 @@ class _Params:
             "top_k": self.top_k,
             "reference_lines": list(self.reference_lines),
             "keys": list(self.keys),
+            "control_drug": self.control_drug,
         }
 
 
@@ -691,20 +712,24 @@ def _unit_signatures(unit: tuple[Any, ...], genes_index: pd.Index, params: _Para
 
 
 def _check_obs(
-    adata: AnnData, drug_key: str, control_key: str, plate_key: str, cell_line_key: str
+    adata: AnnData,
+    drug_key: str,
+    control_key: str,
+    plate_key: str,
+    cell_line_key: str,
+    control_drug: str | None = None,
 ) -> pd.DataFrame:
-    for key in (drug_key, control_key, plate_key, cell_line_key):
+    """The four key columns (drug, plate and line as strings, the control flag as bool;
+    derived from the drug when ``control_drug`` is given), or an :class:`InputError`."""
+    for key in (drug_key, plate_key, cell_line_key):
         if key not in adata.obs:
             raise InputError(
                 "obs", f"has no column {key!r}", values=list(adata.obs.columns), fix="name it"
             )
-    obs = adata.obs[[drug_key, control_key, plate_key, cell_line_key]].copy()
-    if obs[control_key].dtype != bool:
-        raise InputError(
-            f"obs[{control_key!r}]",
-            "must be boolean (True for control cells)",
-            values=[str(obs[control_key].dtype)],
-        )
+    is_control = control_flags(
+        adata.obs, drug_key=drug_key, control_key=control_key, control_drug=control_drug
+    )
+    obs = adata.obs[list(dict.fromkeys([drug_key, plate_key, cell_line_key]))].copy()
     for key in (drug_key, plate_key, cell_line_key):
         if obs[key].isna().any():
             raise InputError(
@@ -713,7 +738,8 @@ def _check_obs(
                 values=list(obs.index[obs[key].isna()]),
             )
         obs[key] = obs[key].astype(str)
-    return obs
+    obs[control_key] = is_control
+    return obs[[drug_key, control_key, plate_key, cell_line_key]]
 
 
 def _line_jobs(

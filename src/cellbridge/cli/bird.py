@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from cellbridge._io import atomic_path, output_directory
+from cellbridge.bird._controls import control_flags
 from cellbridge.bird.align import AlignConfig
 from cellbridge.bird.config import BirdConfig
 from cellbridge.cli.poppy import _build_options, _friendly, render_config_toml
@@ -72,6 +73,7 @@ def run_signatures(
         "reference_lines": list(config.reference_lines),
         "drug_key": config.drug_key,
         "control_key": config.control_key,
+        "control_drug": config.control_drug,
         "plate_key": config.plate_key,
         "cell_line_key": config.cell_line_key,
         "method": config.method,
@@ -177,6 +179,13 @@ def signatures(
         str | None,
         typer.Option(help="line, or plate: read one plate at a time (backed; one CELLS file)."),
     ] = None,
+    control_drug: Annotated[
+        str | None,
+        typer.Option(
+            help="The controls' drug (e.g. DMSO_TF in Tahoe-100M), instead of a boolean "
+            "control column."
+        ),
+    ] = None,
     dask_scheduler: Annotated[
         str | None,
         typer.Option(
@@ -205,7 +214,13 @@ def signatures(
     if not cells or output is None:
         raise InputError("CELLS / --output", "both are required", fix="see --help")
     cfg = _config(
-        config, reference_lines=reference_lines, method=method, alpha=alpha, top_k=top_k, by=by
+        config,
+        reference_lines=reference_lines,
+        method=method,
+        alpha=alpha,
+        top_k=top_k,
+        by=by,
+        control_drug=control_drug,
     )
     run_signatures(
         cells,
@@ -278,9 +293,14 @@ def run_knn_eval(
         )
     drugs = sorted(next(iter(frames.values())).index) if frames else None
     obs = adata.obs
-    treated = sorted(
-        set(obs.loc[~obs[config.control_key].astype(bool), config.drug_key].astype(str))
+    is_control = control_flags(
+        obs,
+        drug_key=config.drug_key,
+        control_key=config.control_key,
+        control_drug=config.control_drug,
+        where="cells.obs",
     )
+    treated = sorted(set(obs.loc[~is_control, config.drug_key].astype(str)))
     drugs = drugs or treated
     if morgan:
         smiles = obs.drop_duplicates(config.drug_key).set_index(config.drug_key)["smiles"]
@@ -304,6 +324,7 @@ def run_knn_eval(
         drug_key=config.drug_key,
         cell_line_key=config.cell_line_key,
         control_key=config.control_key,
+        control_drug=config.control_drug,
     )
     W = win_rates(result.table)
     tables = {
@@ -469,6 +490,7 @@ def align(
     control_key: Annotated[
         str | None, typer.Option(metavar="TEXT|none", help=_ah("control_key"))
     ] = None,
+    control_drug: Annotated[str | None, typer.Option(help=_ah("control_drug"))] = None,
     head: Annotated[str | None, typer.Option(help=_ah("head"))] = None,
     hidden_dim: Annotated[int | None, typer.Option(help=_ah("hidden_dim"))] = None,
     normalize_drugs: Annotated[
