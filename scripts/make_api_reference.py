@@ -180,8 +180,9 @@ def _class_signature(cls: type) -> str:
 
 
 def _defining_module(package: Any, name: str) -> Any:
-    """The module ``package/__init__.py`` imports ``name`` from (else the package)."""
-    for node in ast.parse(inspect.getsource(package)).body:
+    """The module ``package/__init__.py`` imports ``name`` from (else the package); the
+    imports under ``if TYPE_CHECKING:`` count, as they name the lazily loaded modules."""
+    for node in ast.walk(ast.parse(inspect.getsource(package))):
         if isinstance(node, ast.ImportFrom) and any(a.name == name for a in node.names):
             return importlib.import_module(node.module or "")
     return package

@@ -16,7 +16,7 @@ from cellbridge.bird.baselines import (
     morgan_embedding,
     random_embedding,
 )
-from cellbridge.bird.config import BirdConfig
+from cellbridge.bird.config import AlignConfig, BirdConfig
 from cellbridge.bird.embedding import (
     DEFAULT_N_COMPONENTS,
     bird_embedding,
@@ -48,7 +48,7 @@ from cellbridge.bird.signatures import (
 )
 
 if TYPE_CHECKING:
-    from cellbridge.bird.align import AlignConfig, Aligner, drug_split, fit_per_line
+    from cellbridge.bird.align import Aligner, drug_split, fit_per_line
     from cellbridge.bird.retrieval import (
         RetrievalResult,
         compare_drug_spaces,
@@ -61,7 +61,7 @@ else:  # type checkers see the imports above, so a misspelt name stays an error
     __getattr__, __dir__ = lazy_names(
         __name__,
         {
-            "align": ["AlignConfig", "Aligner", "drug_split", "fit_per_line"],
+            "align": ["Aligner", "drug_split", "fit_per_line"],
             "retrieval": [
                 "RetrievalResult",
                 "compare_drug_spaces",

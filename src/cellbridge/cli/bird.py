@@ -18,8 +18,7 @@ from rich.console import Console
 
 from cellbridge._io import atomic_path, output_directory
 from cellbridge.bird._controls import control_flags
-from cellbridge.bird.align import AlignConfig
-from cellbridge.bird.config import BirdConfig
+from cellbridge.bird.config import AlignConfig, BirdConfig
 from cellbridge.cli.poppy import _build_options, _friendly, render_config_toml
 from cellbridge.cli.similarity import dask_from_options, write_png
 from cellbridge.data.readers import read_h5ad

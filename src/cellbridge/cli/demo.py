@@ -18,7 +18,6 @@ from rich.table import Table
 from cellbridge._io import atomic_path, check_writable_dir
 from cellbridge._version import __version__
 from cellbridge.cli.similarity import out, summary_table, write_h5ad, write_json, write_png
-from cellbridge.poppy.pbmc import PbmcAlignment
 from cellbridge.report import ReportSection, write_report
 
 if TYPE_CHECKING:

@@ -44,8 +44,7 @@ from cellbridge._options import Options
 from cellbridge.cli.similarity import write_h5ad
 from cellbridge.data.readers import read_h5ad
 from cellbridge.errors import InputError
-from cellbridge.poppy.config import POPPYConfig
-from cellbridge.poppy.phenotype import PhenotypeConfig
+from cellbridge.poppy.config import PhenotypeConfig, POPPYConfig
 
 if TYPE_CHECKING:
     import anndata

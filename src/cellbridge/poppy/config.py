@@ -1,5 +1,6 @@
-"""The POPPY stage-1 configuration: one frozen dataclass, built the same way by the API,
-the CLI and config files (TOML or JSON)."""
+"""The POPPY configurations, stage 1 (:class:`POPPYConfig`) and stage 2
+(:class:`PhenotypeConfig`): frozen dataclasses, built the same way by the API, the CLI and
+config files (TOML or JSON). Torch-free, so that the command line starts fast."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from cellbridge._options import (
     _positive_number,
 )
 
-__all__ = ["POPPYConfig"]
+__all__ = ["POPPYConfig", "PhenotypeConfig"]
 
 
 @dataclass(frozen=True)
@@ -129,3 +130,98 @@ class POPPYConfig(Options):
         _in_range(self, "val_fraction", 0.0, 1.0, closed_high=False)
         _positive_number(self, "temperature", "learning_rate")
         _non_negative_number(self, "weight_decay")
+
+
+@dataclass(frozen=True)
+class PhenotypeConfig(Options):
+    """Options of stage 2 (:meth:`cellbridge.poppy.POPPY.finetune`, POPPY §2.2.5).
+
+    The paper gives the head's equations but no numeric settings: every default is a
+    cellbridge choice.
+
+    Attributes
+    ----------
+    label_key
+        ``obs`` column of the bulk profiles with the binary phenotype (0/1 or bool).
+    reference
+        The reference cell embeddings :math:`x_c^{(i)}`: ``"frozen"`` (default) = the
+        frozen cell embedding itself (e.g. the FM's) — §2.2.5 writes the same symbol as
+        Eq. 2's frozen inputs; ``"poppy"`` = each atlas cell alone through the frozen
+        stage-1 cell encoder (a set of one cell: Standardize, FFN, l2 — the "POPPY cell
+        embeddings" of Figure 4a).
+    max_reference_cells
+        Seeded uniform subsample of the atlas used as the reference; ``None`` = all cells.
+    query_dim
+        Size of the query and keys.
+    temperature
+        :math:`\\tau_{ft}`; ``None`` = ``sqrt(query_dim)``.
+    finetune_bulk
+        Train the stage-1 bulk encoder with the head (``True``) or keep it frozen.
+    reconstruction_weight
+        :math:`\\lambda` of an optional decomposition term *not in the paper*, which asks
+        the attention to write each profile as a weighted combination of the reference
+        cells (the decomposition of the paper's discussion). ``0`` = the paper's loss,
+        under which *which* cells a class attends to is left free (guide §5); 100 with
+        the ``"expression"`` space makes the attribution find the cells that make up the
+        responders' profiles.
+    reconstruction_space
+        ``"expression"`` (default): the attention-weighted mixture of the reference
+        cells' expression fractions should equal the profile's,
+        :math:`\\lambda \\mathcal{L}_{dec}` (:mod:`cellbridge.poppy.decomposition`; needs
+        the atlas's raw counts for the encoder's genes, and bulk given as log1p-CPM).
+        ``"embedding"``: :math:`\\lambda\\,(1 - \\cos(E_c^{head}(\\sum_i \\alpha_i x^{(i)}),
+        z_b))`, the pooled cell embedding mapped by the frozen stage-1 cell encoder
+        should land on the bulk embedding (with the ``"poppy"`` reference the pooled
+        embedding is compared after l2-normalisation); weaker on the pbmc patients.
+    learning_rate, weight_decay
+        AdamW.
+    batch_size, max_epochs
+        Bulk profiles per step; epochs (fixed: no validation split, no early stopping).
+    chunk_size
+        Reference cells per chunk of the streaming softmax (bounds memory).
+    seed
+        Seeds the reference subsample, the head's initialisation and the batch order.
+    accelerator, devices
+        Lightning's.
+    """
+
+    SECTION = "finetune"
+
+    label_key: str = "phenotype"
+    reference: str = "frozen"
+    max_reference_cells: int | None = None
+    query_dim: int = 64
+    temperature: float | None = None
+    finetune_bulk: bool = True
+    reconstruction_weight: float = 0.0
+    reconstruction_space: str = "expression"
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 16
+    max_epochs: int = 100
+    chunk_size: int = 8192
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+
+    def __post_init__(self) -> None:
+        _positive_int(self, "query_dim", "batch_size", "max_epochs", "chunk_size")
+        if self.max_reference_cells is not None:
+            _positive_int(self, "max_reference_cells")
+        _int(self, "seed")
+        if self.reference not in ("poppy", "frozen"):
+            _bad("reference", self.reference, "must be 'poppy' or 'frozen'")
+        if self.reconstruction_space not in ("embedding", "expression"):
+            _bad(
+                "reconstruction_space",
+                self.reconstruction_space,
+                "must be 'embedding' or 'expression'",
+            )
+        if not isinstance(self.finetune_bulk, bool):
+            _bad("finetune_bulk", self.finetune_bulk, "must be true or false")
+        if self.temperature is not None:
+            _positive_number(self, "temperature")
+        _positive_number(self, "learning_rate")
+        _non_negative_number(self, "weight_decay", "reconstruction_weight")
+        if not isinstance(self.label_key, str) or not self.label_key:
+            _bad("label_key", self.label_key, "must name an obs column")
