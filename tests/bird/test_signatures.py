@@ -146,6 +146,21 @@ def test_mann_whitney_u_equals_scipy(seed: int, n: int, m: int) -> None:
     np.testing.assert_allclose(u, expected, rtol=0, atol=1e-9)
 
 
+def test_mann_whitney_u_refuses_unsorted_controls_and_bad_values() -> None:
+    from cellbridge.bird import mann_whitney_u
+
+    t = np.array([[1.0, 2.0], [3.0, 0.0]])
+    c = np.array([[0.0, 5.0], [2.0, 1.0], [4.0, 3.0]])  # gene 1 unsorted
+    with pytest.raises(InputError, match="not sorted") as info:
+        mann_whitney_u(t, c)
+    assert info.value.values == [1]
+    np.testing.assert_array_equal(mann_whitney_u(t, np.sort(c, axis=0)), [3.0, 1.0])
+    with pytest.raises(InputError, match="same genes"):
+        mann_whitney_u(t, np.sort(c, axis=0)[:, :1])
+    with pytest.raises(InputError, match="NaN"):
+        mann_whitney_u(np.array([[np.nan, 1.0]]), np.sort(c, axis=0))
+
+
 def test_many_groups_against_shared_controls_equal_one_at_a_time() -> None:
     from cellbridge.bird import compare_many
 

@@ -83,7 +83,10 @@ def compare_groups(
     pandas.DataFrame
         Columns ``score``, ``pval``, ``qval`` (Benjamini–Hochberg over the genes),
         ``logfc`` = :math:`\\log_2` of ``(expm1(mean_treated) + 1e-9) /
-        (expm1(mean_control) + 1e-9)`` (scanpy's definition), one row per gene.
+        (expm1(mean_control) + 1e-9)`` (scanpy's definition), one row per gene. On data
+        with negative values (scaled expression) the scores and p-values are exact, but
+        this ratio can be negative: ``logfc`` is then NaN for those genes, as in scanpy,
+        and numpy warns. :func:`differential_response` refuses such data.
     """
     return compare_many([treated], control, method=method, chunk_genes=chunk_genes)[0]
 
@@ -320,7 +323,7 @@ def _test(t: np.ndarray, c: np.ndarray, method: Method) -> tuple[np.ndarray, np.
     the Wilcoxon test)."""
     n, m = t.shape[0], c.shape[0]
     if method == "wilcoxon":
-        u = mann_whitney_u(t, c)
+        u = _sorted_u(t, c)
         std = np.sqrt(n * m * (n + m + 1) / 12.0)
         # rank sum of the treated = U + n(n+1)/2 (average ranks for ties), so the z-score of
         # scanpy's rank sum, (R - n(n+m+1)/2) / std, is (U - nm/2) / std
@@ -792,7 +795,37 @@ def mann_whitney_u(treated: np.ndarray, control_sorted: np.ndarray) -> np.ndarra
     -------
     numpy.ndarray
         ``(genes,)`` float64: :math:`U_j`.
+
+    Raises
+    ------
+    InputError
+        Inputs that are not 2-D with the same genes, hold NaN or infinite values, or
+        controls whose columns are not sorted (the merge would count them wrongly).
     """
+    t = np.asarray(treated, dtype=np.float64)
+    c = np.asarray(control_sorted, dtype=np.float64)
+    if t.ndim != 2 or c.ndim != 2 or t.shape[1] != c.shape[1]:
+        raise InputError(
+            "treated, control_sorted",
+            "must be (cells, genes) matrices with the same genes",
+            values=[t.shape, c.shape],
+        )
+    for name, values in (("treated", t), ("control_sorted", c)):
+        if not np.isfinite(values).all():
+            raise InputError(name, "has NaN or infinite values", fix="remove or fix them")
+    unsorted = np.flatnonzero((c[1:] < c[:-1]).any(axis=0))
+    if unsorted.size:
+        raise InputError(
+            "control_sorted",
+            "columns are not sorted ascending (genes)",
+            values=unsorted[:10].tolist(),
+            fix="pass np.sort(control, axis=0)",
+        )
+    return _sorted_u(t, c)
+
+
+def _sorted_u(treated: np.ndarray, control_sorted: np.ndarray) -> np.ndarray:
+    """:func:`mann_whitney_u` without the checks (the callers sorted the controls)."""
     t = np.sort(np.asarray(treated, dtype=np.float64), axis=0)
     return _u_kernel(np.asfortranarray(t), np.asfortranarray(control_sorted, dtype=np.float64))
 
