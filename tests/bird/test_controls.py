@@ -211,3 +211,43 @@ def test_cli_signatures_with_control_drug(
     assert c.exit_code != 0
     assert "control" in c.output and "Traceback" not in c.output
     assert not (tmp_path / "c.parquet").exists()
+
+
+def test_cli_knn_eval_reads_control_drug_from_the_config(
+    screen: AnnData, unflagged: AnnData, tmp_path: Path
+) -> None:
+    flagged_file, unflagged_file = tmp_path / "flagged.h5ad", tmp_path / "unflagged.h5ad"
+    for adata, path in ((screen, flagged_file), (unflagged, unflagged_file)):
+        copy = adata.copy()
+        del copy.obsm["X_pca"]
+        copy.write_h5ad(path)
+    config = tmp_path / "bird.toml"
+    config.write_text(f'[bird]\ncontrol_drug = "{VEHICLE}"\n')
+    runner = CliRunner()
+    common = ["--random-dim", "4", "--k", "2", "--reference-lines", ",".join(REFERENCE)]
+    a = runner.invoke(
+        app, ["bird", "knn-eval", str(flagged_file), "-o", str(tmp_path / "a"), *common]
+    )
+    assert a.exit_code == 0, a.output
+    b = runner.invoke(
+        app,
+        [
+            "bird",
+            "knn-eval",
+            str(unflagged_file),
+            "-o",
+            str(tmp_path / "b"),
+            "--config",
+            str(config),
+            *common,
+        ],
+    )
+    assert b.exit_code == 0, b.output
+    expected = pd.read_csv(tmp_path / "a" / "knn_mae.csv")
+    got = pd.read_csv(tmp_path / "b" / "knn_mae.csv")
+    pd.testing.assert_frame_equal(got, expected)
+    assert VEHICLE not in set(got["drug"])
+    c = runner.invoke(
+        app, ["bird", "knn-eval", str(unflagged_file), "-o", str(tmp_path / "c"), *common]
+    )
+    assert c.exit_code != 0 and "control" in c.output
