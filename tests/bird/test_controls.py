@@ -173,14 +173,22 @@ def test_control_flags_by_drug_are_the_drug_equality(
     np.testing.assert_array_equal(got, expected)
 
 
-def test_cli_signatures_with_control_drug(
-    screen: AnnData, unflagged: AnnData, tmp_path: Path
-) -> None:
-    flagged_file, unflagged_file = tmp_path / "flagged.h5ad", tmp_path / "unflagged.h5ad"
-    for adata, path in ((screen, flagged_file), (unflagged, unflagged_file)):
+@pytest.fixture(scope="module")
+def files(
+    screen: AnnData, unflagged: AnnData, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """The screen as .h5ad files, with the control column and without it."""
+    folder = tmp_path_factory.mktemp("screens")
+    paths = folder / "flagged.h5ad", folder / "unflagged.h5ad"
+    for adata, path in zip((screen, unflagged), paths, strict=True):
         copy = adata.copy()
         del copy.obsm["X_pca"]
         copy.write_h5ad(path)
+    return paths
+
+
+def test_cli_signatures_with_control_drug(files: tuple[Path, Path], tmp_path: Path) -> None:
+    flagged_file, unflagged_file = files
     runner = CliRunner()
     common = ["--reference-lines", ",".join(REFERENCE), "--no-progress"]
     a = runner.invoke(
@@ -214,13 +222,9 @@ def test_cli_signatures_with_control_drug(
 
 
 def test_cli_knn_eval_reads_control_drug_from_the_config(
-    screen: AnnData, unflagged: AnnData, tmp_path: Path
+    files: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    flagged_file, unflagged_file = tmp_path / "flagged.h5ad", tmp_path / "unflagged.h5ad"
-    for adata, path in ((screen, flagged_file), (unflagged, unflagged_file)):
-        copy = adata.copy()
-        del copy.obsm["X_pca"]
-        copy.write_h5ad(path)
+    flagged_file, unflagged_file = files
     config = tmp_path / "bird.toml"
     config.write_text(f'[bird]\ncontrol_drug = "{VEHICLE}"\n')
     runner = CliRunner()
