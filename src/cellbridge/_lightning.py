@@ -46,6 +46,7 @@ __all__ = [
     "fit_task",
     "gather_batch",
     "is_main_process",
+    "log_epoch_loss",
     "quiet_lightning",
     "step_seed",
 ]
@@ -167,6 +168,23 @@ def gather_batch(local: torch.Tensor, total: int, world: int) -> torch.Tensor:
     # (world * size, ...) by process -> (size, world, ...) -> global positions i * world + r
     rest = tuple(local.shape[1:])
     return gathered.view(world, size, *rest).transpose(0, 1).reshape(size * world, *rest)[:total]
+
+
+def log_epoch_loss(task: pl.LightningModule, name: str, loss: torch.Tensor, size: int) -> None:
+    """Log a step's loss as the epoch's mean over the global batches of ``size`` items.
+
+    Under data parallelism every process computed the same loss on the gathered batch, so
+    the mean synchronised across processes is that value exactly.
+    """
+    task.log(
+        name,
+        loss,
+        on_step=False,
+        on_epoch=True,
+        batch_size=size,
+        prog_bar=True,
+        sync_dist=task.trainer.world_size > 1,
+    )
 
 
 def is_main_process() -> bool:

@@ -30,7 +30,13 @@ from cellbridge.errors import InputError
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from distributed import Client
 
-__all__ = ["DEFAULT_LOCAL_WORKERS", "dask_client", "local_cluster_options", "map_chunks"]
+__all__ = [
+    "DEFAULT_LOCAL_WORKERS",
+    "check_client",
+    "dask_client",
+    "local_cluster_options",
+    "map_chunks",
+]
 
 #: Workers of the local cluster that ``client="local"`` starts.
 DEFAULT_LOCAL_WORKERS = 2
@@ -101,6 +107,24 @@ def _environment_kept() -> Iterator[dict[str, str]]:
         _restore(saved)
 
 
+def check_client(client: object) -> None:
+    """Refuse a ``client=`` argument that is not ``None``, ``"local"`` or a
+    :class:`~dask.distributed.Client`, before any work is read or sent (also where a
+    closed form will not use it); ``"local"`` and a client need Dask installed."""
+    if client is None:
+        return
+    if isinstance(client, str) and client == "local":
+        _import_distributed()  # refused here when Dask is not installed
+        return
+    if not isinstance(client, str) and isinstance(client, _import_distributed().Client):
+        return
+    raise InputError(
+        "client",
+        f"must be None, 'local' or a dask.distributed.Client, got {client!r}",
+        fix="wrap a cluster or an address in distributed.Client(...) (see docs/cluster.md)",
+    )
+
+
 @contextmanager
 def dask_client(
     client: Client | Literal["local"] | None, *, n_workers: int = DEFAULT_LOCAL_WORKERS
@@ -120,17 +144,12 @@ def dask_client(
     ------
     distributed.Client or None
     """
+    check_client(client)
     if client is None:
         yield None
         return
     distributed = _import_distributed()
-    if isinstance(client, str):
-        if client != "local":
-            raise InputError(
-                "client",
-                f"must be None, 'local' or a dask.distributed.Client, got {client!r}",
-                fix="pass Client(address) to use a running cluster",
-            )
+    if isinstance(client, str):  # "local"
         if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
             raise InputError("n_workers", f"must be a positive integer, got {n_workers!r}")
         with (
@@ -141,11 +160,6 @@ def dask_client(
             _restore(environ)
             yield local
         return
-    if not isinstance(client, distributed.Client):
-        raise InputError(
-            "client",
-            f"must be None, 'local' or a dask.distributed.Client, got {type(client).__name__}",
-        )
     yield client
 
 

@@ -14,7 +14,6 @@ the result holds only the chosen rows, allocated once at its final size.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,12 +24,13 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from cellbridge.data._rows import read_sorted_rows
+from cellbridge.data._rows import read_sorted_rows, spans
 from cellbridge.errors import InputError
 
 __all__ = [
     "GAP_ENTRIES",
     "SPAN_ENTRIES",
+    "expression_block",
     "in_memory_rows",
     "open_plate",
     "read_obs_columns",
@@ -145,7 +145,7 @@ def read_rows(handle: Any, rows: np.ndarray, *, layer: str | None, where: str) -
     np.cumsum(stops - starts, out=out_ptr[1:])
     data = np.empty(int(out_ptr[-1]), dtype=data_ds.dtype)
     indices = np.empty(int(out_ptr[-1]), dtype=index_ds.dtype)
-    for first, last in _spans(starts, stops):
+    for first, last in spans(starts, stops, max_gap=GAP_ENTRIES, max_span=SPAN_ENTRIES):
         lo, hi = int(starts[first]), int(stops[last - 1])
         if hi == lo:
             continue
@@ -163,23 +163,6 @@ def read_rows(handle: Any, rows: np.ndarray, *, layer: str | None, where: str) -
     return sp.csr_matrix((data, indices, out_ptr), shape=(len(rows), n_cols))
 
 
-def _spans(starts: np.ndarray, stops: np.ndarray) -> Iterator[tuple[int, int]]:
-    """``(first, last)`` positions of chosen rows read as one slice: gaps below
-    :data:`GAP_ENTRIES` entries are read through, and a slice spans at most
-    :data:`SPAN_ENTRIES` entries (or one row, when a row alone is longer)."""
-    if not len(starts):
-        return
-    breaks = np.flatnonzero(starts[1:] - stops[:-1] > GAP_ENTRIES) + 1
-    bounds = [0, *breaks.tolist(), len(starts)]
-    for first, last in itertools.pairwise(bounds):
-        while first < last:
-            # rows first..cut-1 end within SPAN_ENTRIES of the first one's start
-            cut = int(np.searchsorted(stops[first:last], starts[first] + SPAN_ENTRIES, "right"))
-            cut = first + max(cut, 1)
-            yield first, cut
-            first = cut
-
-
 def in_memory_rows(
     path: str | Path,
     rows: np.ndarray,
@@ -193,10 +176,19 @@ def in_memory_rows(
     with open_plate(path, field="path") as handle:
         matrix = read_rows(handle, rows, layer=layer, where=Path(path).name)
         genes = read_var_names(handle)
+    return expression_block(matrix, layer=layer, cells=obs.index, genes=genes, log1p=log1p)
+
+
+def expression_block(
+    matrix: Any, *, layer: str | None, cells: pd.Index, genes: pd.Index, log1p: bool
+) -> AnnData:
+    """The AnnData that the DE of a block of cells reads: ``matrix`` as ``X`` (or as
+    ``layers[layer]``), the cells' and genes' names, and scanpy's ``log1p`` mark when the
+    expression is log-normalised already."""
     return AnnData(
         X=matrix if layer is None else None,
         layers=None if layer is None else {layer: matrix},
-        obs=pd.DataFrame(index=obs.index),
+        obs=pd.DataFrame(index=cells),
         var=pd.DataFrame(index=genes),
         uns={"log1p": {}} if log1p else None,
     )

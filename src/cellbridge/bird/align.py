@@ -36,6 +36,7 @@ from cellbridge._lightning import (
     fit_task,
     gather_batch,
     loader,
+    log_epoch_loss,
     step_seed,
 )
 from cellbridge.bird._controls import control_flags
@@ -302,15 +303,7 @@ class _AlignTask(pl.LightningModule):
         loss = ot_alignment_loss(
             cost, labels, eps=self.config.epsilon, n_iter=self.config.sinkhorn_iterations
         )
-        self.log(
-            name,
-            loss,
-            on_step=False,
-            on_epoch=True,
-            batch_size=size,
-            prog_bar=True,
-            sync_dist=world > 1,  # the same value in every process: the mean is exact
-        )
+        log_epoch_loss(self, name, loss, size)
         return loss
 
     @staticmethod

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
-from anndata import AnnData
 
 from cellbridge._progress import progress_bar
 from cellbridge.bird import _plate_io
@@ -31,10 +30,10 @@ from cellbridge.bird.signatures import (
     Signatures,
     _assemble,
     _block_signatures,
-    _check_client,
     _Params,
     _Part,
 )
+from cellbridge.distributed import check_client
 from cellbridge.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -158,7 +157,7 @@ def signatures_from_plates(
         layer=layer,
         control_drug=control_drug,
     )
-    _check_client(client)
+    check_client(client)
     if client is None:
         surveys = [_survey(path, params) for path in files]
         genes, jobs = _check_surveys(surveys, params)
@@ -376,12 +375,8 @@ def _plate_signatures(
         matrix = _plate_io.read_rows(handle, rows, layer=params.layer, where=path.name)
         log1p = _plate_io.has_log1p_mark(handle)
     log.info("%s: %d reference-line cells, %d stored entries", path.name, len(rows), matrix.nnz)
-    block = AnnData(
-        X=matrix if params.layer is None else None,
-        layers=None if params.layer is None else {params.layer: matrix},
-        obs=pd.DataFrame(index=block_obs.index),
-        var=pd.DataFrame(index=genes),
-        uns={"log1p": {}} if log1p else None,
+    block = _plate_io.expression_block(
+        matrix, layer=params.layer, cells=block_obs.index, genes=genes, log1p=log1p
     )
     del matrix
     return _block_signatures(block, block_obs, genes, params, advance)

@@ -29,6 +29,7 @@ from scipy import stats
 from cellbridge._progress import progress_bar
 from cellbridge.bird._controls import check_control_drug, control_flags
 from cellbridge.bird._wilcoxon import grouped_u, value_summary
+from cellbridge.distributed import check_client
 from cellbridge.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -478,13 +479,17 @@ def differential_response(
         layer=layer,
         control_drug=control_drug,
     )
-    _check_client(client)
+    check_client(client)
     genes_index = adata.var_names.astype(str)
     masks = list(_blocks(obs, reference_lines, by, drug_key, control_key, plate_key, cell_line_key))
-    total = sum(1 for _ in _comparisons(obs, reference_lines, drug_key, control_key, cell_line_key))
+    # (line, drug) comparisons per block: the progress bar's steps
+    weights = [
+        sum(1 for _ in _comparisons(obs[m], reference_lines, drug_key, control_key, cell_line_key))
+        for m in masks
+    ]
     if client is None:
         parts = []
-        with progress_bar("DE signatures", total=total, enabled=progress) as advance:
+        with progress_bar("DE signatures", total=sum(weights), enabled=progress) as advance:
             for mask in masks:
                 block = adata[mask]
                 block = block.to_memory() if block.isbacked else block
@@ -494,10 +499,6 @@ def differential_response(
     from cellbridge.distributed import dask_client, map_chunks
 
     units = [_unit(adata, mask, obs[mask], layer) for mask in masks]
-    weights = [
-        sum(1 for _ in _comparisons(obs[m], reference_lines, drug_key, control_key, cell_line_key))
-        for m in masks
-    ]
     with dask_client(client) as dask:
         assert dask is not None  # client is not None here
         parts = map_chunks(
@@ -662,30 +663,13 @@ def _assemble(parts: Sequence[_Part], params: _Params, *, stacklevel: int) -> Si
     )
 
 
-def _check_client(client: object) -> None:
-    """Refuse a bad ``client`` before any work is read or sent."""
-    if client is None:
-        return
-    from cellbridge.distributed import _import_distributed
-
-    if isinstance(client, str):
-        if client == "local":
-            _import_distributed()  # refused here when Dask is not installed
-            return
-    elif isinstance(client, _import_distributed().Client):
-        return
-    raise InputError(
-        "client",
-        f"must be None, 'local' or a dask.distributed.Client, got {client!r}",
-        fix="wrap a cluster or an address in distributed.Client(...) (see docs/cluster.md)",
-    )
-
-
 def _unit(
     adata: AnnData, mask: np.ndarray, block_obs: pd.DataFrame, layer: str | None
 ) -> tuple[object, ...]:
     """What a Dask worker needs for one block: of a backed file, its name and the block's
     row numbers (the worker reads them); otherwise the block's rows themselves."""
+    from cellbridge.bird._plate_io import expression_block
+
     log1p = "log1p" in adata.uns
     if adata.isbacked and not adata.is_view and adata.filename is not None:
         return ("file", str(adata.filename), np.flatnonzero(mask), block_obs, layer, log1p)
@@ -693,12 +677,8 @@ def _unit(
     matrix = view.X if layer is None else view.layers[layer]
     if hasattr(matrix, "to_memory"):  # a backed view: read the rows here
         matrix = matrix.to_memory()
-    block = AnnData(
-        X=matrix if layer is None else None,
-        layers=None if layer is None else {layer: matrix},
-        obs=pd.DataFrame(index=block_obs.index),
-        var=pd.DataFrame(index=adata.var_names),
-        uns={"log1p": {}} if log1p else None,
+    block = expression_block(
+        matrix, layer=layer, cells=block_obs.index, genes=adata.var_names, log1p=log1p
     )
     return ("memory", block, block_obs)
 

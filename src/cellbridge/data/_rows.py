@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["read_sorted_rows"]
+__all__ = ["read_sorted_rows", "spans"]
 
 # One h5py read call costs ~10-20 us; reading 64 KiB more costs about as much. Rows closer
 # than this are read together with the gap between them, farther ones in separate calls.
@@ -30,7 +30,9 @@ def read_sorted_rows(array: Any, rows: npt.NDArray[np.int64]) -> npt.NDArray[Any
     dim = array.shape[1]
     out = np.empty((len(rows), dim), dtype=array.dtype)
     row_bytes = max(1, dim * np.dtype(array.dtype).itemsize)
-    for start, stop in _runs(rows, max(1, GAP_BYTES // row_bytes), max(1, SPAN_BYTES // row_bytes)):
+    # row r occupies [r, r + 1) in units of rows
+    max_gap, max_span = GAP_BYTES // row_bytes, max(1, SPAN_BYTES // row_bytes)
+    for start, stop in spans(rows, rows + 1, max_gap=max_gap, max_span=max_span):
         lo, hi = int(rows[start]), int(rows[stop - 1]) + 1
         if hi - lo == stop - start:
             out[start:stop] = array[lo:hi]
@@ -39,15 +41,25 @@ def read_sorted_rows(array: Any, rows: npt.NDArray[np.int64]) -> npt.NDArray[Any
     return out
 
 
-def _runs(rows: npt.NDArray[np.int64], max_gap: int, max_span: int) -> Iterator[tuple[int, int]]:
-    """``(start, stop)`` positions in ``rows`` of runs with small gaps and bounded span."""
-    breaks = np.flatnonzero(np.diff(rows) > max_gap) + 1
-    bounds = np.concatenate([[0], breaks, [len(rows)]]).tolist()
-    for start, stop in itertools.pairwise(bounds):
-        while stop - start and rows[stop - 1] - rows[start] >= max_span:
-            # the first row at or beyond max_span from this run's first row starts the next
-            cut = start + int(np.searchsorted(rows[start:stop], rows[start] + max_span))
-            yield start, cut
-            start = cut
-        if stop > start:
-            yield start, stop
+def spans(
+    starts: npt.NDArray[np.int64], stops: npt.NDArray[np.int64], *, max_gap: int, max_span: int
+) -> Iterator[tuple[int, int]]:
+    """Group sorted, disjoint ranges ``[starts[i], stops[i])`` into slices read at once.
+
+    Yields ``(first, last)``: ranges ``first .. last - 1`` are read as the one slice
+    ``[starts[first], stops[last - 1])``. Neighbours whose gap is at most ``max_gap`` share
+    a slice, and a slice spans at most ``max_span`` (or one range, when a range alone is
+    longer). Used for rows of a dense array (units of rows) and for rows of a CSR matrix
+    (units of stored entries).
+    """
+    if not len(starts):
+        return
+    breaks = np.flatnonzero(starts[1:] - stops[:-1] > max_gap) + 1
+    bounds = [0, *breaks.tolist(), len(starts)]
+    for first, last in itertools.pairwise(bounds):
+        while first < last:
+            # ranges first..cut-1 end within max_span of the first one's start
+            cut = int(np.searchsorted(stops[first:last], starts[first] + max_span, "right"))
+            cut = first + max(cut, 1)
+            yield first, cut
+            first = cut

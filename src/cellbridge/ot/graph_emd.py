@@ -12,7 +12,7 @@ import numpy as np
 from scipy.spatial.distance import cdist
 
 from cellbridge._progress import progress_bar
-from cellbridge.distributed import _import_distributed, dask_client, map_chunks
+from cellbridge.distributed import check_client, dask_client, map_chunks
 from cellbridge.errors import CellbridgeError, InputError
 from cellbridge.ot import _network_simplex as ns
 from cellbridge.ot.graph import Graph
@@ -213,7 +213,7 @@ def pairwise_graph_emd(
         raise InputError("n_jobs", f"must be an integer, got {n_jobs!r}")
     if n_jobs < 1 and n_jobs != -1:
         raise InputError("n_jobs", f"must be >= 1 or -1 (all cores), got {n_jobs}")
-    _check_client(client)
+    check_client(client)
     X = _check_signals("X", X, graph.n_nodes)
     symmetric = Y is None
     Yc = X if Y is None else _check_signals("Y", Y, graph.n_nodes)
@@ -248,22 +248,6 @@ def pairwise_graph_emd(
     if symmetric:
         out = out + out.T
     return out
-
-
-def _check_client(client: object) -> None:
-    """Refuse a bad ``client`` before any work, also where the closed form will not use it."""
-    if client is None:
-        return
-    if isinstance(client, str) and client == "local":
-        _import_distributed()  # refused here when Dask is not installed
-        return
-    if not isinstance(client, str) and isinstance(client, _import_distributed().Client):
-        return
-    raise InputError(
-        "client",
-        f"must be None, 'local' or a dask.distributed.Client, got {client!r}",
-        fix="wrap a cluster or an address in distributed.Client(...) (see docs/cluster.md)",
-    )
 
 
 @dataclass(frozen=True)

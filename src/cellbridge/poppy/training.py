@@ -24,6 +24,7 @@ from cellbridge._lightning import (
     fit_task,
     gather_batch,
     loader,
+    log_epoch_loss,
     quiet_lightning,
     step_seed,
 )
@@ -52,21 +53,10 @@ class _AlignmentTask(pl.LightningModule):
 
     def _step(self, batch: PairBatch, name: str) -> torch.Tensor:
         size, world = self.global_batch_size(batch), self.trainer.world_size
-        if world == 1:
-            loss = self.net.loss(batch.cells, batch.mask, batch.tokens, batch.S).total
-        else:
-            z_c, z_b = self.net(batch.cells, batch.mask, batch.tokens)
-            z_c, z_b = gather_batch(z_c, size, world), gather_batch(z_b, size, world)
-            loss = contrastive_loss_terms(z_c, z_b, batch.S, temperature=self.net.temperature).total
-        self.log(
-            name,
-            loss,
-            on_step=False,
-            on_epoch=True,
-            batch_size=size,
-            prog_bar=True,
-            sync_dist=world > 1,  # the same value in every process: the mean is exact
-        )
+        z_c, z_b = self.net(batch.cells, batch.mask, batch.tokens)
+        z_c, z_b = gather_batch(z_c, size, world), gather_batch(z_b, size, world)
+        loss = contrastive_loss_terms(z_c, z_b, batch.S, temperature=self.net.temperature).total
+        log_epoch_loss(self, name, loss, size)
         return loss
 
     @staticmethod
