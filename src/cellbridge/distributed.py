@@ -108,9 +108,22 @@ def _environment_kept() -> Iterator[dict[str, str]]:
 
 
 def check_client(client: object) -> None:
-    """Refuse a ``client=`` argument that is not ``None``, ``"local"`` or a
-    :class:`~dask.distributed.Client`, before any work is read or sent (also where a
-    closed form will not use it); ``"local"`` and a client need Dask installed."""
+    """Refuse a bad ``client=`` argument before any work is read or sent.
+
+    Called also where a closed form will not use the client, so that a wrong value never
+    passes unnoticed.
+
+    Parameters
+    ----------
+    client
+        ``None``, ``"local"`` or a :class:`~dask.distributed.Client`; the last two need
+        Dask installed.
+
+    Raises
+    ------
+    InputError
+        Any other value, or Dask missing.
+    """
     if client is None:
         return
     if isinstance(client, str) and client == "local":

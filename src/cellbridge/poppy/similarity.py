@@ -221,7 +221,7 @@ def _similarity(
     t1 = time.perf_counter()
     metric = ontology_graph_metric(comp.graph)
     obsp: dict[str, object] = {}
-    obs_extra: dict[str, np.ndarray] = {}
+    sigma: np.ndarray | None = None
     if distances == "all":
         D = pairwise_graph_emd(
             signals, graph=metric, method=method, n_jobs=n_jobs, client=client, progress=progress
@@ -236,15 +236,15 @@ def _similarity(
         t2 = time.perf_counter()
         K = diffusion_kernel(nn, k=max(1, nn.k), symmetrize=symmetrize)
         obsp["emd_knn"] = nn.distances
-        obs_extra["sigma"] = nn.sigma
+        sigma = nn.sigma
     t3 = time.perf_counter()
     var = pd.DataFrame({"label": list(comp.graph.labels)}, index=list(comp.graph.nodes))
     obs = pd.DataFrame(
         {"n_cells": comp.counts.reindex(comp.proportions.index).to_numpy()},
         index=comp.proportions.index.astype(str),
     )
-    for key, value in obs_extra.items():
-        obs[key] = value
+    if sigma is not None:
+        obs["sigma"] = sigma
     out = anndata.AnnData(
         X=comp.proportions.to_numpy(dtype=np.float64),
         obs=obs,
